@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# scripts/test.sh — the test command of rl; CI runs it as root through .ci/run.
+#
+# As root it prepares the host the way a stock Debian is (packages, an unprivileged user
+# `rltest` with subordinate ids, `rltest2` without), checks formatting and lints, builds,
+# stages everything in /var/tmp/rl-test and runs every test executable as `rltest` with
+# RL_TEST_REQUIRE=1 (a test that would skip fails instead), then the `nosubid_` tests as
+# `rltest2`. As a normal user it touches nothing on the host: it builds and runs the tests as
+# you, and tests this host cannot run print `skipped: <reason>`.
+#
+# Environment every test executable gets (README.md "Tests" documents the contract):
+#   RL_BIN          the release `rl` binary to run
+#   RL_TEST_ROOTFS  a busybox root filesystem (read it, never write it: it may be shared)
+#   RL_TEST_REQUIRE 1 under root-driven CI: missing host support is a failure, not a skip
+#   RL_TEST_NOSUBID 1 when the user deliberately has no /etc/subuid entry (`nosubid_*` tests)
+#   HOME USER LOGNAME PATH XDG_RUNTIME_DIR TMPDIR RUST_BACKTRACE=1
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
+cd "$REPO"
+# shellcheck source=scripts/lib-host.sh
+. scripts/lib-host.sh
+
+STD_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# A skip line, bare or prefixed with the test's name (tests/common's `say`).
+SKIP_RE='^([^ ]+: )?skipped: '
+PASSED=0 FAILED=0 SKIPPED=0 BAD_RUNS=0
+TEST_NAMES=() TEST_EXES=()
+
+# fresh_stage DIR: recreate the staging directory; unmount anything a crashed run left inside.
+fresh_stage() {
+  local dir=$1 mnt
+  if [ -e "$dir" ]; then
+    awk -v d="$dir" 'index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+      while read -r mnt; do umount -l "$mnt" || true; done
+    rm -rf --one-file-system "$dir"
+  fi
+  mkdir -p "$dir"/{bin,tests,fixtures,tmp,logs}
+  chmod 0755 "$dir" "$dir"/{bin,tests,fixtures,tmp,logs}
+  LOGS=$dir/logs
+}
+
+# cargo_json LOG JSON ARGS...: run cargo with machine-readable artifacts on stdout (to JSON) and
+# rendered compiler diagnostics on stderr (to LOG, shown on failure).
+cargo_json() {
+  local log=$1 json=$2; shift 2
+  quiet "$log" "${CARGO[@]}" "$@" --message-format=json-render-diagnostics >"$json"
+}
+
+check_and_build() {
+  step "cargo fmt --check"
+  "${CARGO[@]}" fmt --check || die "cargo fmt --check: the code above is not formatted; run \`cargo fmt\`"
+  step "cargo clippy --release --all-targets -- -D warnings"
+  quiet "$LOGS/clippy.log" "${CARGO[@]}" clippy --release --all-targets -- -D warnings
+  step "cargo build --release"
+  cargo_json "$LOGS/build.log" "$LOGS/build.json" build --release
+  RL=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "rl"
+      and .executable != null) | .executable' "$LOGS/build.json" | tail -n 1)
+  [ -x "$RL" ] || die "cargo build produced no \`rl\` executable (see $LOGS/build.json)"
+  step "cargo test --no-run --release"
+  cargo_json "$LOGS/build.log" "$LOGS/tests.json" test --no-run --release
+  local name exe
+  while IFS=$'\t' read -r name exe; do
+    TEST_NAMES+=("$name")
+    TEST_EXES+=("$exe")
+  done < <(jq -r 'select(.reason == "compiler-artifact" and .executable != null
+      and .profile.test == true) | "\(.target.kind[0])-\(.target.name)\t\(.executable)"' \
+    "$LOGS/tests.json" | sort)
+  ((${#TEST_EXES[@]} > 0)) || die "cargo test --no-run built no test executables"
+}
+
+# run_one LOG CMD...: run one test executable, show and keep its output, add up the results
+# from libtest's "test result: ok. 12 passed; 0 failed; ..." lines and the tests' skip lines.
+run_one() {
+  local log=$1 rc=0 p f s; shift
+  "$@" 2>&1 | tee "$log" || rc=$?
+  read -r p f < <(awk '/^test result:/ { for (i = 2; i <= NF; i++) {
+      if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } }
+      END { print p + 0, f + 0 }' "$log")
+  s=$(grep -cE "$SKIP_RE" "$log" || true)
+  # A binary that dies before its summary (signal, abort) still counts as a failure.
+  if [ "$rc" -ne 0 ]; then
+    BAD_RUNS=$((BAD_RUNS + 1))
+    if [ "$f" -eq 0 ]; then
+      echo "error: ${log##*/} shows a test executable that exited with status $rc" >&2
+      f=1
+    fi
+  fi
+  PASSED=$((PASSED + p)) FAILED=$((FAILED + f)) SKIPPED=$((SKIPPED + s))
+}
+
+# suite_as USER EXTRA_ENV... -- TEST_ARGS...: run every staged executable as USER in a clean,
+# login-like environment.
+suite_as() {
+  local user=$1 home tmp run i; shift
+  local extra=()
+  while [ "$1" != -- ]; do extra+=("$1"); shift; done
+  shift
+  home=$(getent passwd "$user" | cut -d: -f6)
+  tmp=$STAGE/tmp/$user
+  install -d -m 0700 -o "$user" -g "$(id -g "$user")" "$tmp"
+  run=$(host_runtime_dir "$user" fresh)
+  local env=(HOME="$home" USER="$user" LOGNAME="$user" PATH="$STD_PATH"
+    XDG_RUNTIME_DIR="$run" TMPDIR="$tmp" RL_BIN="$STAGE/bin/rl"
+    RL_TEST_ROOTFS="$STAGE/fixtures/busybox" RL_TEST_REQUIRE=1 RUST_BACKTRACE=1 "${extra[@]}")
+  for i in "${!TEST_EXES[@]}"; do
+    step "${TEST_NAMES[$i]} as $user $*"
+    run_one "$LOGS/$user-${TEST_NAMES[$i]}.log" runuser -u "$user" -- \
+      env -i "${env[@]}" "${TEST_EXES[$i]}" --test-threads=2 --show-output "$@"
+  done
+}
+
+root_main() {
+  STAGE=/var/tmp/rl-test
+  fresh_stage "$STAGE"
+  step "preparing the host (packages, users $RL_TEST_USER and $RL_NOSUBID_USER, devices)"
+  host_install_packages "$LOGS/apt.log" "${RL_TEST_PACKAGES[@]}"
+  host_create_users
+  host_prepare_devices
+  host_problems "$RL_TEST_USER" | sed 's/^/warning: /'
+  host_find_cargo
+  check_and_build
+
+  step "staging in $STAGE"
+  install -m 0755 "$RL" "$STAGE/bin/rl"
+  local i
+  for i in "${!TEST_EXES[@]}"; do
+    install -m 0755 "${TEST_EXES[$i]}" "$STAGE/tests/${TEST_NAMES[$i]}"
+    TEST_EXES[i]=$STAGE/tests/${TEST_NAMES[$i]}
+  done
+  scripts/make-fixtures.sh "$STAGE/fixtures/busybox" "$RL_TEST_USER"
+
+  cd "$STAGE" # the test users cannot enter the checkout
+  suite_as "$RL_TEST_USER" -- --skip nosubid_
+  suite_as "$RL_NOSUBID_USER" RL_TEST_NOSUBID=1 -- nosubid_
+}
+
+user_main() {
+  local user i problems
+  user=$(id -un)
+  STAGE=${TMPDIR:-/tmp}/rl-test-$(id -u)
+  fresh_stage "$STAGE"
+  command -v jq >/dev/null || die "jq not found: sudo apt-get install jq"
+  problems=$(host_problems "$user")
+  [ -z "$problems" ] || sed 's/^/skipped: /' <<<"$problems"
+  host_find_cargo
+  check_and_build
+  scripts/make-fixtures.sh "$STAGE/fixtures/busybox" "$user"
+  export RL_BIN=$RL RL_TEST_ROOTFS=$STAGE/fixtures/busybox RUST_BACKTRACE=1
+  for i in "${!TEST_EXES[@]}"; do
+    step "${TEST_NAMES[$i]}"
+    run_one "$LOGS/${TEST_NAMES[$i]}.log" "${TEST_EXES[$i]}" --test-threads=2 --show-output \
+      --skip nosubid_
+  done
+  # The nosubid_ tests need a user without a range; that is only this user if it has none.
+  if ! host_has_subids /etc/subuid "$user"; then
+    for i in "${!TEST_EXES[@]}"; do
+      step "${TEST_NAMES[$i]} nosubid_"
+      RL_TEST_NOSUBID=1 run_one "$LOGS/nosubid-${TEST_NAMES[$i]}.log" "${TEST_EXES[$i]}" \
+        --test-threads=2 --show-output nosubid_
+    done
+  fi
+}
+
+summary() {
+  if ((SKIPPED > 0)); then
+    step "skip reasons"
+    cat "$LOGS"/*.log | grep -E "$SKIP_RE" | sed -E 's/^[^ ]+: (skipped: )/\1/' |
+      sort | uniq -c | sort -rn
+  fi
+  ((BAD_RUNS == 0)) || echo "$BAD_RUNS test executable(s) failed; logs in $LOGS"
+  echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+  ((BAD_RUNS == 0 && FAILED == 0))
+}
+
+if [ "$(id -u)" = 0 ]; then root_main; else user_main; fi
+summary

@@ -1,0 +1,59 @@
+//! The command line: Docker/Podman verbs and flags, one file per verb. Parses, resolves the
+//! store locations and hands over to the verb; every error ends as one `Error:` line (plus a
+//! `hint:` line) and exit status 125, or the container's own status.
+
+pub mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::hint;
+
+/// rl — rootless containers: no daemon, no root.
+#[derive(Debug, Parser)]
+#[command(name = "rl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Store for containers and images (default: $XDG_DATA_HOME/rl).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Directory for runtime files (default: $XDG_RUNTIME_DIR/rl).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub runroot: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in a new container.
+    Run(Box<run::RunArgs>),
+}
+
+/// Runs the command line of this process.
+pub fn main() -> i32 {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The hidden stage-1 entry point skips argument parsing: it is on every container's start path.
+    if args.get(1).is_some_and(|a| a == "__stage1") {
+        return crate::sandbox::stage1::main();
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                hint::EXIT_RL_FAILED
+            } else {
+                0
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => run::run(cli.root, cli.runroot, *args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => hint::report(&e),
+    }
+}

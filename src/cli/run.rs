@@ -1,0 +1,310 @@
+//! `rl run`: builds the container's config from the flags, creates its record, starts it through
+//! the sandbox and watches it in the foreground; exits with the container's status.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::config::{self, ContainerConfig, Dirs, NetworkMode, OverlayBackend, Process, Security};
+use crate::hint::Problem;
+use crate::monitor;
+use crate::sandbox::msg::Job;
+use crate::sandbox::parent::{self, Stage1};
+use crate::sandbox::{caps, remove_tree};
+use crate::state::{self, Status};
+use crate::store::Paths;
+use crate::userns::{subid, MapPlan, UsernsMode};
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true, trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Use DIR, an exploded root filesystem, as the container's read-only lower layer.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub rootfs: PathBuf,
+    /// Remove the container (its writable layer and record) when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open and pass it to the container.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the container a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass rl's own value).
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Run as USER[:GROUP] (names or numbers from the container's /etc/passwd and /etc/group).
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Add a supplementary group.
+    #[arg(long, value_name = "GROUP")]
+    pub group_add: Vec<String>,
+    /// Container hostname (default: the first 12 digits of its id).
+    #[arg(short = 'h', long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Run this program instead of the command's first word.
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// Run a tiny init as PID 1 that reaps zombies and forwards signals.
+    #[arg(long)]
+    pub init: bool,
+    /// User namespace mode: `keep-id` keeps your uid/gid inside.
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
+    /// Add a capability (e.g. NET_RAW, or ALL).
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (e.g. CHOWN, or ALL).
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined, no-new-privileges.
+    #[arg(long, value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// All capabilities of the user namespace, no seccomp, no masked paths.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Bind mount HOST:CONTAINER[:ro].
+    #[arg(short, long, value_name = "HOST:CONTAINER[:OPTS]")]
+    pub volume: Vec<String>,
+    /// Mount: type=bind,source=…,target=…[,readonly] or type=tmpfs,target=….
+    #[arg(long, value_name = "SPEC")]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs at PATH[:OPTIONS].
+    #[arg(long, value_name = "PATH[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// Mount the rootfs read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// With --read-only, mount tmpfs on /tmp, /var/tmp and /run.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub read_only_tmpfs: bool,
+    /// Rootfs overlay: kernel overlayfs, fuse-overlayfs, or auto.
+    #[arg(long, value_enum, default_value_t = OverlayBackend::Auto, env = "RL_OVERLAY")]
+    pub overlay: OverlayBackend,
+    /// Network mode (only `none`, loopback only, for now).
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    pub network: String,
+    /// Container name (default: generated).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The command and its arguments.
+    #[arg(value_name = "COMMAND", allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// Security from the flags: capabilities, seccomp, no_new_privs, masked paths.
+fn security(args: &RunArgs) -> Result<Security> {
+    let mut seccomp = !args.privileged;
+    for opt in &args.security_opt {
+        match opt.split_once(['=', ':']) {
+            Some(("seccomp", "unconfined")) => seccomp = false,
+            Some(("seccomp", other)) => bail!("security option `{opt}`: seccomp profile `{other}` is not supported (only unconfined)"),
+            _ if opt == "no-new-privileges" || opt == "no-new-privileges=true" => {}
+            _ => bail!("security option `{opt}`: unknown (expected seccomp=unconfined or no-new-privileges)"),
+        }
+    }
+    Ok(Security {
+        caps: caps::resolve(&args.cap_add, &args.cap_drop, args.privileged)?,
+        seccomp,
+        no_new_privs: !args.privileged,
+        mask_paths: !args.privileged,
+        privileged: args.privileged,
+    })
+}
+
+/// The id maps for this user, warning when there are no subordinate ids.
+fn id_maps(mode: UsernsMode) -> Result<MapPlan> {
+    let uid = nix::unistd::getuid();
+    let gid = nix::unistd::getgid();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default();
+    let subuids = subid::lookup("/etc/subuid".as_ref(), &name, uid.as_raw())?;
+    let subgids = subid::lookup("/etc/subgid".as_ref(), &name, uid.as_raw())?;
+    let plan = MapPlan::new(mode, uid.as_raw(), gid.as_raw(), &subuids, &subgids);
+    if !plan.helpers {
+        eprintln!(
+            "warning: no subordinate ids for `{name}` in /etc/subuid and /etc/subgid: using a single-id map \
+             (only your own id exists in the container)"
+        );
+        eprintln!("hint: {}", Problem::NoSubids.hint());
+    }
+    Ok(plan)
+}
+
+/// Builds the container's config from the flags.
+fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
+    let rootfs = &args.rootfs;
+    let meta =
+        std::fs::metadata(rootfs).with_context(|| format!("rootfs `{}`", rootfs.display()))?;
+    if !meta.is_dir() {
+        bail!("rootfs `{}`: not a directory", rootfs.display());
+    }
+    let rootfs = rootfs
+        .canonicalize()
+        .with_context(|| format!("rootfs `{}`", rootfs.display()))?;
+    let mut argv: Vec<String> = args.entrypoint.iter().cloned().collect();
+    argv.extend(args.command.iter().cloned());
+    if argv.is_empty() || argv[0].is_empty() {
+        bail!("run: no command given (and no --entrypoint)");
+    }
+    let userns = match args.userns.as_deref() {
+        None | Some("") | Some("auto") => UsernsMode::Root,
+        Some("keep-id") => UsernsMode::KeepId,
+        Some(other) => bail!("userns `{other}`: unknown mode (expected keep-id)"),
+    };
+    if args.network != "none" {
+        bail!(
+            "network `{}`: not supported yet (only `none`)",
+            args.network
+        );
+    }
+    let mut mounts = Vec::new();
+    for v in &args.volume {
+        mounts.push(config::parse_volume(v)?);
+    }
+    for m in &args.mount {
+        mounts.push(config::parse_mount(m)?);
+    }
+    for t in &args.tmpfs {
+        mounts.push(config::parse_tmpfs(t)?);
+    }
+    let security = security(args)?;
+    let idmap = id_maps(userns)?;
+    let id = state::new_id()?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| state::generated_name(&id));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        bail!("container name `{name}`: only letters, digits, `_`, `.` and `-` are allowed");
+    }
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| id[..12].to_string());
+    let env = config::build_env(&args.env_file, &args.env, args.tty, &hostname)?;
+    let user = match (&args.user, userns) {
+        (Some(u), _) => u.clone(),
+        (None, UsernsMode::KeepId) => {
+            format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid())
+        }
+        (None, UsernsMode::Root) => String::new(),
+    };
+    let record = paths.container(&id);
+    let run = paths.container_run(&id);
+    Ok(ContainerConfig {
+        rootfs_source: rootfs.display().to_string(),
+        dirs: Dirs {
+            lower: vec![rootfs],
+            upper: record.join("upper"),
+            work: record.join("work"),
+            merged: run.join("merged"),
+            run,
+        },
+        overlay: args.overlay,
+        process: Process {
+            args: argv,
+            env,
+            cwd: args.workdir.clone().unwrap_or_else(|| "/".into()),
+            user,
+            group_add: args.group_add.clone(),
+            tty: args.tty,
+            stdin: args.interactive,
+            init: args.init,
+        },
+        hostname,
+        mounts,
+        read_only: args.read_only,
+        read_only_tmpfs: args.read_only_tmpfs,
+        security,
+        userns,
+        idmap,
+        network: NetworkMode::None,
+        remove: args.rm,
+        id,
+        name,
+    })
+}
+
+/// Creates the writable layer dirs and the runtime files.
+fn prepare(cfg: &ContainerConfig) -> Result<()> {
+    for d in [&cfg.dirs.upper, &cfg.dirs.work] {
+        std::fs::create_dir(d).with_context(|| format!("create `{}`", d.display()))?;
+    }
+    crate::store::layout::private_dir(&cfg.dirs.run)?;
+    std::fs::create_dir(&cfg.dirs.merged)
+        .with_context(|| format!("create `{}`", cfg.dirs.merged.display()))?;
+    crate::network::write_etc_files(cfg)
+}
+
+/// `rl run`.
+pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: RunArgs) -> Result<i32> {
+    let paths = Paths::resolve(root, runroot)?;
+    let cfg = build(&paths, &args)?;
+    state::create(&paths, &cfg)?;
+    let result = start_and_watch(&paths, &cfg, &args);
+    if cfg.remove || result.is_err() {
+        // Stage 1 removed the layer (its files belong to subordinate ids); what is left is ours.
+        let _ = remove_tree(&paths.container(&cfg.id));
+        let _ = remove_tree(&cfg.dirs.run);
+    }
+    result
+}
+
+fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Result<i32> {
+    prepare(cfg)?;
+    // Signals wait in a signalfd from now on, so none is lost before the container exists.
+    let mask = monitor::signal_mask();
+    mask.thread_block().context("block signals")?;
+    let sigfd = nix::sys::signalfd::SignalFd::with_flags(
+        &mask,
+        nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+    )
+    .context("create signalfd")?;
+    let stdin = if args.interactive && !args.tty {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    let stage = Stage1::spawn(&cfg.idmap, Job::Run(Box::new(cfg.clone())), stdin)?;
+    let running = parent::wait_started(stage)?;
+    let mut st = state::load(paths, &cfg.id)?;
+    st.status = Status::Running;
+    st.pid = Some(running.pid.as_raw());
+    st.started_ns = Some(state::now_ns());
+    if !cfg.remove {
+        state::save(paths, &cfg.id, &st)?;
+    }
+    let exit = monitor::watch(&running, &sigfd, args.interactive);
+    running.stage.reap();
+    let exit = exit?;
+    if exit.code.is_none() && exit.signal.is_none() {
+        bail!("the stage-1 process ended without reporting the container's exit");
+    }
+    if !cfg.remove {
+        st.status = Status::Exited;
+        st.pid = None;
+        st.exit_code = Some(exit.status());
+        st.finished_ns = Some(state::now_ns());
+        state::save(paths, &cfg.id, &st)?;
+    }
+    Ok(exit.status())
+}

@@ -1,0 +1,243 @@
+//! Known host problems, each turned into one `hint:` line with the exact fix and the
+//! `distro-notes/` file that explains it; and the typed errors the CLI prints and maps to exit
+//! codes. Any process may build these; the CLI prints them once.
+
+use std::fmt;
+
+/// A host problem rl knows how to explain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Problem {
+    /// `user.max_user_namespaces` is 0 (or the kernel lacks user namespaces).
+    UsernsDisabled,
+    /// Debian kernels before 6.x: `kernel.unprivileged_userns_clone` is 0.
+    UsernsCloneDisabled,
+    /// Ubuntu 23.10+: AppArmor denies unprivileged user namespaces to unconfined programs.
+    AppArmorUserns,
+    /// `newuidmap`/`newgidmap` are not installed.
+    NewuidmapMissing,
+    /// `newuidmap`/`newgidmap` exist but are neither setuid root nor carry file capabilities.
+    NewuidmapNotSetuid,
+    /// The user has no range in /etc/subuid or /etc/subgid.
+    NoSubids,
+    /// Neither kernel overlayfs nor fuse-overlayfs can be used.
+    OverlayUnavailable,
+    /// fuse-overlayfs is installed but /dev/fuse cannot be opened.
+    FuseDevice,
+    /// `XDG_RUNTIME_DIR` is unset, typically after `su` or `sudo -u`.
+    RuntimeDirUnset,
+}
+
+impl Problem {
+    /// The one-line fix, naming the distro-notes file that explains it.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Problem::UsernsDisabled => {
+                "enable user namespaces: `sudo sysctl -w user.max_user_namespaces=28633` \
+                 (persist in /etc/sysctl.d/); see distro-notes/debian.md#user-namespaces-disabled"
+            }
+            Problem::UsernsCloneDisabled => {
+                "enable unprivileged user namespaces: `sudo sysctl -w kernel.unprivileged_userns_clone=1`; \
+                 see distro-notes/debian.md#user-namespaces-disabled"
+            }
+            Problem::AppArmorUserns => {
+                "AppArmor restricts unprivileged user namespaces: add an AppArmor profile for rl \
+                 that allows `userns,`; see distro-notes/ubuntu.md#apparmor-restricts-unprivileged-user-namespaces"
+            }
+            Problem::NewuidmapMissing => {
+                "install newuidmap/newgidmap: `sudo apt-get install uidmap` (Fedora: shadow-utils); \
+                 see distro-notes/debian.md#newuidmap-missing"
+            }
+            Problem::NewuidmapNotSetuid => {
+                "newuidmap/newgidmap must be setuid root: `sudo apt-get install --reinstall uidmap`; \
+                 see distro-notes/debian.md#newuidmap-not-setuid"
+            }
+            Problem::NoSubids => {
+                "give the user a subordinate range: `sudo usermod --add-subuids 100000-165535 \
+                 --add-subgids 100000-165535 $USER`; see distro-notes/debian.md#no-subordinate-ids"
+            }
+            Problem::OverlayUnavailable => {
+                "install fuse-overlayfs (`sudo apt-get install fuse-overlayfs`) or keep the store on a \
+                 local filesystem; see distro-notes/debian.md#overlay-unavailable"
+            }
+            Problem::FuseDevice => {
+                "make /dev/fuse usable: `sudo chmod 0666 /dev/fuse`; see distro-notes/debian.md#dev-fuse-not-accessible"
+            }
+            Problem::RuntimeDirUnset => {
+                "log in with a full session (`machinectl shell $USER@`) or `export XDG_RUNTIME_DIR=/run/user/$(id -u)`; \
+                 see distro-notes/debian.md#xdg_runtime_dir-unset"
+            }
+        }
+    }
+}
+
+/// An error with a known fix. Its message is the cause; the CLI prints the hint on its own line.
+#[derive(Debug)]
+pub struct Hinted {
+    pub message: String,
+    pub problem: Problem,
+}
+
+impl fmt::Display for Hinted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Hinted {}
+
+/// Builds an `anyhow::Error` carrying `problem`'s hint.
+pub fn hinted(problem: Problem, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Hinted {
+        message: message.into(),
+        problem,
+    })
+}
+
+/// An error that must end rl with a specific exit status (126/127 for exec failures).
+#[derive(Debug)]
+pub struct ExitStatus {
+    pub code: i32,
+    pub message: String,
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ExitStatus {}
+
+/// The exit status for rl's own failures, as Docker and Podman use it.
+pub const EXIT_RL_FAILED: i32 = 125;
+
+/// Prints `err` as one `Error:` line (plus a `hint:` line) and returns the exit code to use.
+pub fn report(err: &anyhow::Error) -> i32 {
+    eprintln!("Error: {err:#}");
+    if let Some(h) = err.chain().find_map(|e| e.downcast_ref::<Hinted>()) {
+        eprintln!("hint: {}", h.problem.hint());
+    }
+    err.chain()
+        .find_map(|e| e.downcast_ref::<ExitStatus>())
+        .map_or(EXIT_RL_FAILED, |s| s.code)
+}
+
+/// Host facts that decide which hint explains a failed `unshare(CLONE_NEWUSER)`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UsernsFacts {
+    pub max_user_namespaces: Option<u64>,
+    pub unprivileged_userns_clone: Option<u64>,
+    pub apparmor_restrict: Option<u64>,
+}
+
+impl UsernsFacts {
+    /// Reads the sysctls that can forbid user namespaces.
+    pub fn read() -> Self {
+        let num = |p: &str| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        };
+        UsernsFacts {
+            max_user_namespaces: num("/proc/sys/user/max_user_namespaces"),
+            unprivileged_userns_clone: num("/proc/sys/kernel/unprivileged_userns_clone"),
+            apparmor_restrict: num("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
+        }
+    }
+
+    /// Which problem explains a user-namespace step failing with `errno`.
+    pub fn explain(self, errno: nix::errno::Errno) -> Option<Problem> {
+        use nix::errno::Errno;
+        match errno {
+            Errno::ENOSPC | Errno::EUSERS => Some(Problem::UsernsDisabled),
+            Errno::EINVAL if self.max_user_namespaces.is_none() => Some(Problem::UsernsDisabled),
+            Errno::EPERM | Errno::EACCES => {
+                if self.unprivileged_userns_clone == Some(0) {
+                    Some(Problem::UsernsCloneDisabled)
+                } else if self.apparmor_restrict == Some(1) {
+                    Some(Problem::AppArmorUserns)
+                } else if self.max_user_namespaces == Some(0) {
+                    Some(Problem::UsernsDisabled)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+
+    #[test]
+    fn userns_failures_map_to_their_hint() {
+        let stock = UsernsFacts {
+            max_user_namespaces: Some(1000),
+            ..Default::default()
+        };
+        let cases = [
+            (stock, Errno::ENOSPC, Some(Problem::UsernsDisabled)),
+            (
+                UsernsFacts {
+                    unprivileged_userns_clone: Some(0),
+                    ..stock
+                },
+                Errno::EPERM,
+                Some(Problem::UsernsCloneDisabled),
+            ),
+            (
+                UsernsFacts {
+                    apparmor_restrict: Some(1),
+                    ..stock
+                },
+                Errno::EACCES,
+                Some(Problem::AppArmorUserns),
+            ),
+            (
+                UsernsFacts {
+                    max_user_namespaces: Some(0),
+                    ..stock
+                },
+                Errno::EPERM,
+                Some(Problem::UsernsDisabled),
+            ),
+            (stock, Errno::EPERM, None),
+            (stock, Errno::ENOMEM, None),
+        ];
+        for (facts, errno, want) in cases {
+            assert_eq!(facts.explain(errno), want, "{facts:?} {errno}");
+        }
+    }
+
+    #[test]
+    fn every_hint_names_a_distro_note() {
+        use Problem::*;
+        for p in [
+            UsernsDisabled,
+            UsernsCloneDisabled,
+            AppArmorUserns,
+            NewuidmapMissing,
+            NewuidmapNotSetuid,
+            NoSubids,
+            OverlayUnavailable,
+            FuseDevice,
+            RuntimeDirUnset,
+        ] {
+            assert!(p.hint().contains("distro-notes/"), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn report_uses_the_exit_status_through_context() {
+        let err = anyhow::Error::new(ExitStatus {
+            code: 127,
+            message: "not found".into(),
+        })
+        .context("exec `x`");
+        assert_eq!(report(&err), 127);
+        assert_eq!(report(&hinted(Problem::NoSubids, "x")), EXIT_RL_FAILED);
+    }
+}

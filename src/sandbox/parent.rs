@@ -1,0 +1,138 @@
+//! The parent side, in the `rl` process: start stage 1 and drive it until the container runs.
+//!
+//! Stage 1 is rl re-exec'd (`rl __stage1`) rather than forked: a fresh exec is single-threaded,
+//! which `unshare(CLONE_NEWUSER)` requires, so the parent stays free to use threads (parallel
+//! layer downloads), and `unsafe` stays tiny. It is exec'd from a sealed memfd copy of rl, not
+//! from rl's file: the container's root is the user, so a process in it that could reach rl's
+//! file through /proc/PID/exe (the `--init` PID 1 is rl) could overwrite the user's rl binary —
+//! CVE-2019-5736. A sealed memfd cannot be written by anyone.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::msg::{Channel, Job, Msg};
+use super::stage1::SYNC_FD;
+use crate::hint::{hinted, ExitStatus};
+use crate::sys;
+use crate::userns::MapPlan;
+
+/// A sealed, executable in-memory copy of the running rl binary.
+fn sealed_exe() -> Result<File> {
+    let fd = memfd_create(c"rl", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+        .context("memfd_create")?;
+    let mut memfd = File::from(fd);
+    let mut exe = File::open("/proc/self/exe").context("open /proc/self/exe")?;
+    std::io::copy(&mut exe, &mut memfd).context("copy rl into a memfd")?;
+    let seals = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE;
+    fcntl(&memfd, FcntlArg::F_ADD_SEALS(seals)).context("seal the rl memfd")?;
+    Ok(memfd)
+}
+
+/// A stage-1 process and our end of its sync socket.
+pub struct Stage1 {
+    pub child: Child,
+    pub chan: Channel,
+}
+
+impl Stage1 {
+    /// Spawns `rl __stage1` with `stdio` for the container's stdin (stdout and stderr are
+    /// inherited), and hands it `job` once its user namespace has maps from `plan`.
+    pub fn spawn(plan: &MapPlan, job: Job, stdin: Stdio) -> Result<Stage1> {
+        let exe = sealed_exe()?;
+        let (ours, theirs) = Channel::pair()?;
+        let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+        cmd.arg0("rl").arg("__stage1").stdin(stdin);
+        sys::set_pre_exec(
+            &mut cmd,
+            sys::PreExec {
+                fds: vec![(theirs.as_raw_fd(), SYNC_FD)],
+                death_signal: Some(Signal::SIGTERM),
+                setsid: false,
+            },
+        );
+        let child = cmd.spawn().context("start the stage-1 process")?;
+        drop(theirs);
+        drop(exe);
+        let stage = Stage1 { child, chan: ours };
+        stage.chan.send(&Msg::Job(job))?;
+        match stage.expect_msg()? {
+            Msg::MapRequest => {}
+            other => return Err(stage.fail(other)),
+        }
+        let pid = Pid::from_raw(stage.child.id() as i32);
+        plan.apply(pid)?;
+        stage.chan.send(&Msg::MapDone)?;
+        Ok(stage)
+    }
+
+    /// The next message; the peer closing first is an error.
+    pub fn expect_msg(&self) -> Result<Msg> {
+        self.chan
+            .recv()?
+            .ok_or_else(|| anyhow!("the stage-1 process exited unexpectedly"))
+    }
+
+    /// Turns an unexpected or failure message into the error to report.
+    pub fn fail(&self, msg: Msg) -> anyhow::Error {
+        match msg {
+            Msg::Failed {
+                message,
+                code,
+                problem: Some(p),
+            } if code == crate::hint::EXIT_RL_FAILED => hinted(p, message),
+            Msg::Failed { message, code, .. } => ExitStatus { code, message }.into(),
+            other => anyhow!("the stage-1 process sent an unexpected {other:?}"),
+        }
+    }
+
+    /// Waits for the stage-1 process to exit.
+    pub fn reap(mut self) {
+        drop(self.chan);
+        let _ = self.child.wait();
+    }
+}
+
+/// The container is running: its PID 1 on the host and, with `-t`, the pty master.
+pub struct Running {
+    pub stage: Stage1,
+    pub pid: Pid,
+    pub pty: Option<OwnedFd>,
+}
+
+/// Drives a `Job::Run` stage 1 until the payload has been exec'd.
+pub fn wait_started(stage: Stage1) -> Result<Running> {
+    let mut pty = None;
+    loop {
+        let got = stage.chan.recv_fd()?;
+        match got {
+            Some((Msg::PtyMaster, fd)) => pty = fd,
+            Some((Msg::Started { pid }, _)) => {
+                return Ok(Running {
+                    stage,
+                    pid: Pid::from_raw(pid),
+                    pty,
+                })
+            }
+            Some((other, _)) => {
+                let err = stage.fail(other);
+                stage.reap();
+                return Err(err);
+            }
+            None => {
+                stage.reap();
+                bail!("the stage-1 process exited before the container started");
+            }
+        }
+    }
+}

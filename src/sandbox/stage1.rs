@@ -1,0 +1,235 @@
+//! Stage 1: `rl __stage1`, exec'd by the parent from a sealed copy of rl, with the sync socket on
+//! fd 3. A fresh exec is single-threaded, as `unshare(CLONE_NEWUSER)` requires, whatever threads
+//! the parent runs. It unshares the user namespace, asks the parent to write its id maps, becomes
+//! root of that namespace, and does its job: for a container, it takes a mount namespace (all
+//! private), mounts the overlay rootfs, unshares uts/ipc/net/cgroup/pid, forks the container
+//! init ([`super::init`]) and waits for it. Then it cleans up in reverse order — unmount, remove
+//! the writable layer for `--rm` — because only root of this namespace can delete files owned by
+//! subordinate ids. Its parent-death signal is SIGTERM, handled here: if rl is killed, stage 1
+//! still kills the container and cleans up.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, MsFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{self, ForkResult, Gid, Pid, Uid};
+
+use super::msg::{Channel, Job, Msg};
+use super::{init, remove_tree};
+use crate::config::ContainerConfig;
+use crate::hint::{UsernsFacts, EXIT_RL_FAILED};
+use crate::{network, rootfs, sys};
+
+/// The fd number the parent hands the sync socket on.
+pub const SYNC_FD: i32 = 3;
+
+/// Entry point of `rl __stage1`; returns the process exit code.
+pub fn main() -> i32 {
+    let Ok(chan) = Channel::from_inherited(SYNC_FD) else {
+        eprintln!("Error: rl __stage1 is internal: run `rl run` instead");
+        return EXIT_RL_FAILED;
+    };
+    // SIGTERM is the parent-death signal: keep it (and SIGCHLD) for the wait loop's signalfd.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGCHLD);
+    if mask.thread_block().is_err() {
+        return EXIT_RL_FAILED;
+    }
+    match stage1(&chan, mask) {
+        Ok(()) => 0,
+        Err(e) => {
+            let errno = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<nix::errno::Errno>())
+                .copied();
+            let problem = errno.and_then(|n| UsernsFacts::read().explain(n));
+            let _ = chan.send(&Msg::Failed {
+                message: format!("{e:#}"),
+                code: EXIT_RL_FAILED,
+                problem,
+            });
+            EXIT_RL_FAILED
+        }
+    }
+}
+
+fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
+    let job = match chan.recv()? {
+        Some(Msg::Job(job)) => job,
+        Some(other) => bail!("sync socket: expected a job, got {other:?}"),
+        None => return Ok(()),
+    };
+    unshare(CloneFlags::CLONE_NEWUSER).context("create a user namespace")?;
+    chan.send(&Msg::MapRequest)?;
+    match chan.recv()? {
+        Some(Msg::MapDone) => {}
+        // The parent reports its own failure to write the maps.
+        _ => return Ok(()),
+    }
+    let root_gid = Gid::from_raw(0);
+    let root_uid = Uid::from_raw(0);
+    unistd::setresgid(root_gid, root_gid, root_gid)
+        .context("become root in the user namespace (gid)")?;
+    unistd::setresuid(root_uid, root_uid, root_uid)
+        .context("become root in the user namespace (uid)")?;
+    match job {
+        Job::Run(cfg) => run(chan, &cfg, mask),
+        Job::RemoveTree(path) => {
+            remove_tree(&path)?;
+            chan.send(&Msg::Done)
+        }
+    }
+}
+
+fn run(chan: &Channel, cfg: &ContainerConfig, mask: SigSet) -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("make mounts private")?;
+    let rootfs = rootfs::mount(&cfg.dirs, cfg.overlay)?;
+    let result = run_mounted(chan, cfg, mask);
+    let unmounted = rootfs.unmount(&cfg.dirs.merged);
+    let cleaned = cleanup(cfg);
+    let status = result?;
+    unmounted?;
+    cleaned?;
+    chan.send(&status)
+}
+
+/// Removes what the container leaves behind: its runtime dir always, its record and writable
+/// layer with `--rm`.
+fn cleanup(cfg: &ContainerConfig) -> Result<()> {
+    let _ = std::fs::remove_dir(&cfg.dirs.merged);
+    remove_tree(&cfg.dirs.run)?;
+    if cfg.remove {
+        if let Some(record) = cfg.dirs.upper.parent() {
+            remove_tree(record)?;
+        }
+    }
+    Ok(())
+}
+
+fn run_mounted(chan: &Channel, cfg: &ContainerConfig, mask: SigSet) -> Result<Msg> {
+    unshare(
+        CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWCGROUP
+            | CloneFlags::CLONE_NEWPID,
+    )
+    .context("unshare uts, ipc, net, cgroup and pid namespaces")?;
+    network::setup(cfg)?;
+    let seccomp = if cfg.security.seccomp {
+        Some(super::seccomp::default_filter(&cfg.security.caps)?)
+    } else {
+        None
+    };
+    let (report_r, report_w) =
+        unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the report pipe")?;
+    let pid = match sys::fork().context("fork the container init")? {
+        ForkResult::Child => {
+            drop(report_r);
+            init::run(cfg, chan, report_w, seccomp.as_ref())
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(report_w);
+    // The pipe closes on exec (EOF) or carries the init's one failure message.
+    let mut report = Vec::new();
+    std::fs::File::from(report_r)
+        .read_to_end(&mut report)
+        .context("read the init's report")?;
+    if !report.is_empty() {
+        let status = wait_exit(pid);
+        let msg: Msg = serde_json::from_slice(&report).unwrap_or(Msg::Failed {
+            message: String::from_utf8_lossy(&report).into_owned(),
+            code: EXIT_RL_FAILED,
+            problem: None,
+        });
+        // An exec failure keeps the init's exit status (126/127).
+        return Ok(match (msg, status) {
+            (
+                Msg::Failed {
+                    message, problem, ..
+                },
+                Msg::Exited { code: Some(c), .. },
+            ) => Msg::Failed {
+                message,
+                code: c,
+                problem,
+            },
+            (m, _) => m,
+        });
+    }
+    chan.send(&Msg::Started { pid: pid.as_raw() })?;
+    wait_loop(pid, mask)
+}
+
+fn exit_msg(status: WaitStatus) -> Option<Msg> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(Msg::Exited {
+            code: Some(code),
+            signal: None,
+        }),
+        WaitStatus::Signaled(_, sig, _) => Some(Msg::Exited {
+            code: None,
+            signal: Some(sig as i32),
+        }),
+        _ => None,
+    }
+}
+
+fn wait_exit(pid: Pid) -> Msg {
+    loop {
+        match waitpid(pid, None) {
+            Ok(s) => {
+                if let Some(m) = exit_msg(s) {
+                    return m;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => {
+                return Msg::Exited {
+                    code: None,
+                    signal: None,
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the init, killing it if the parent dies (SIGTERM, our parent-death signal).
+fn wait_loop(pid: Pid, mask: SigSet) -> Result<Msg> {
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .context("create signalfd")?;
+    loop {
+        if let Some(m) = waitpid(pid, Some(WaitPidFlag::WNOHANG))
+            .ok()
+            .and_then(exit_msg)
+        {
+            return Ok(m);
+        }
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e).context("wait for the container"),
+        }
+        while let Ok(Some(info)) = sfd.read_signal() {
+            if info.ssi_signo == Signal::SIGTERM as u32 {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Containers as records on disk: `<root>/containers/<id>/config.json` (what to run, written
+//! once) and `state.json` (status, pid, exit code, times — rewritten atomically), created and
+//! removed under the store's containers lock so names stay unique. The writable layer sits
+//! beside them (`upper/`, `work/`). Runtime-only files live under the run root, so after a
+//! reboot a record whose process is gone reads as exited.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ContainerConfig;
+use crate::store::{lock, Paths};
+
+/// Lifecycle status, as `ps` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Running,
+    Exited,
+}
+
+/// The mutable part of a container record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub status: Status,
+    /// Host pid of the container's PID 1 while running.
+    pub pid: Option<i32>,
+    pub exit_code: Option<i32>,
+    /// Unix times in nanoseconds.
+    pub created_ns: u128,
+    pub started_ns: Option<u128>,
+    pub finished_ns: Option<u128>,
+}
+
+/// Nanoseconds since the epoch.
+pub fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// A new random 64-hex-digit container id.
+pub fn new_id() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").context("open /dev/urandom")?,
+        &mut bytes,
+    )
+    .context("read /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A Docker-style `adjective_noun` name derived from the id.
+pub fn generated_name(id: &str) -> String {
+    const ADJ: [&str; 16] = [
+        "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+        "nimble", "proud", "quiet", "sharp", "tender", "witty",
+    ];
+    const NOUN: [&str; 16] = [
+        "turing", "hopper", "lovelace", "curie", "noether", "dijkstra", "knuth", "ritchie",
+        "thompson", "torvalds", "shannon", "hamilton", "liskov", "lamport", "perlman", "wozniak",
+    ];
+    let n = u32::from_str_radix(id.get(..6).unwrap_or("0"), 16).unwrap_or(0) as usize;
+    format!(
+        "{}_{}_{}",
+        ADJ[n % 16],
+        NOUN[(n / 16) % 16],
+        id.get(..4).unwrap_or("")
+    )
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read(path).with_context(|| format!("read `{}`", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parse `{}`", path.display()))
+}
+
+/// Every container's config, in no particular order; unreadable records are skipped.
+pub fn list(paths: &Paths) -> Vec<(ContainerConfig, Option<State>)> {
+    let Ok(dir) = std::fs::read_dir(paths.containers()) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let cfg: ContainerConfig = read_json(&e.path().join("config.json")).ok()?;
+            let state = read_json(&e.path().join("state.json")).ok();
+            Some((cfg, state))
+        })
+        .collect()
+}
+
+/// Creates the record of `cfg` (its dir, config and a `created` state), refusing a taken name.
+pub fn create(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
+    crate::store::layout::private_dir(&paths.containers())?;
+    let _lock = lock::exclusive(&paths.containers_lock())?;
+    if let Some((other, _)) = list(paths).into_iter().find(|(c, _)| c.name == cfg.name) {
+        bail!(
+            "container name `{}`: already in use by container {}; remove it or choose another --name",
+            cfg.name,
+            &other.id[..12.min(other.id.len())]
+        );
+    }
+    let dir = paths.container(&cfg.id);
+    std::fs::create_dir(&dir).with_context(|| format!("create `{}`", dir.display()))?;
+    let json = serde_json::to_vec_pretty(cfg).context("encode config")?;
+    lock::write_atomic(&dir.join("config.json"), &json)?;
+    let state = State {
+        status: Status::Created,
+        pid: None,
+        exit_code: None,
+        created_ns: now_ns(),
+        started_ns: None,
+        finished_ns: None,
+    };
+    save(paths, &cfg.id, &state)
+}
+
+/// Reads a container's state.
+pub fn load(paths: &Paths, id: &str) -> Result<State> {
+    read_json(&paths.container(id).join("state.json"))
+}
+
+/// Rewrites a container's state atomically.
+pub fn save(paths: &Paths, id: &str, state: &State) -> Result<()> {
+    let json = serde_json::to_vec_pretty(state).context("encode state")?;
+    lock::write_atomic(&paths.container(id).join("state.json"), &json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_unique_names() {
+        let base = std::env::temp_dir().join(format!("rl-state-{}", std::process::id()));
+        let paths = Paths::resolve(Some(base.join("s")), Some(base.join("r"))).unwrap();
+        let id = new_id().unwrap();
+        assert_eq!(id.len(), 64);
+        let cfg = ContainerConfig {
+            id: id.clone(),
+            name: generated_name(&id),
+            ..Default::default()
+        };
+        create(&paths, &cfg).unwrap();
+        let dup = ContainerConfig {
+            id: new_id().unwrap(),
+            ..cfg.clone()
+        };
+        assert!(create(&paths, &dup)
+            .unwrap_err()
+            .to_string()
+            .contains("already in use"));
+        let mut st = load(&paths, &id).unwrap();
+        assert_eq!(st.status, Status::Created);
+        st.status = Status::Exited;
+        st.exit_code = Some(3);
+        save(&paths, &id, &st).unwrap();
+        let all = list(&paths);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].1.as_ref().unwrap().exit_code, Some(3));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}

@@ -1,0 +1,308 @@
+//! The only module with `unsafe`: thin wrappers over syscalls that nix does not wrap safely.
+//!
+//! Every other module calls these functions; each `unsafe` block names the invariant that makes
+//! it sound. Keep this file small: when nix grows a safe wrapper, use it and delete the one here.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// What a spawned helper or stage process gets between `fork` and `exec`.
+#[derive(Debug, Default, Clone)]
+pub struct PreExec {
+    /// `(from, to)`: `from` is duplicated onto `to` without `O_CLOEXEC`.
+    pub fds: Vec<(RawFd, RawFd)>,
+    /// Signal delivered when the spawning thread dies (prctl `PR_SET_PDEATHSIG`).
+    pub death_signal: Option<Signal>,
+    /// Start a new session, detaching from the controlling terminal.
+    pub setsid: bool,
+}
+
+/// Installs `pre` as the `pre_exec` hook of `cmd`.
+pub fn set_pre_exec(cmd: &mut Command, pre: PreExec) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec; it only makes async-signal-safe
+    // syscalls (dup3, fcntl, prctl, getppid, setsid) on plain integers it owns, allocates nothing
+    // and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &(from, to) in &pre.fds {
+                if from == to {
+                    let flags = libc::fcntl(from, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(from, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup3(from, to, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if pre.setsid && libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(sig) = pre.death_signal {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `fork(2)`; only ever called from single-threaded stage processes.
+pub fn fork() -> nix::Result<nix::unistd::ForkResult> {
+    // SAFETY: callers are the stage-1 process and the container init, which never start threads,
+    // so the child cannot inherit a lock held by another thread.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Marks every fd from `first` upward close-on-exec (`close_range(2)` with `CLOSE_RANGE_CLOEXEC`),
+/// so an exec failure can still be reported on a kept fd while nothing leaks into the payload.
+pub fn cloexec_from(first: RawFd) -> io::Result<()> {
+    // SAFETY: close_range only changes fd flags; it takes no pointers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `pidfd_open(2)`: an fd that polls readable once `pid` has exited.
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall on integers; on success the kernel returns a new fd we own.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: r is a freshly opened fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// Resets every catchable signal to its default disposition (the payload must not inherit rl's
+/// ignored SIGPIPE or handlers).
+pub fn reset_signal_dispositions() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL involves no handler code; failures for invalid numbers are
+        // harmless and ignored.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// Capability sets as the kernel's `capget`/`capset` v3 structures see them (two u32 words).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapSets {
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+}
+
+/// `capset(2)` on the calling thread.
+pub fn capset(sets: CapSets) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let split = |v: u64| (v as u32, (v >> 32) as u32);
+    let (e0, e1) = split(sets.effective);
+    let (p0, p1) = split(sets.permitted);
+    let (i0, i1) = split(sets.inheritable);
+    let data = [
+        Data {
+            effective: e0,
+            permitted: p0,
+            inheritable: i0,
+        },
+        Data {
+            effective: e1,
+            permitted: p1,
+            inheritable: i1,
+        },
+    ];
+    // SAFETY: header and data are valid, properly sized v3 structures that outlive the call.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Drops capability `cap` from the bounding set (`PR_CAPBSET_DROP`).
+pub fn capbset_drop(cap: u8) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `cap` is known to the running kernel (`PR_CAPBSET_READ` fails with EINVAL otherwise).
+pub fn cap_supported(cap: u8) -> bool {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) >= 0 }
+}
+
+/// Clears the ambient capability set.
+pub fn clear_ambient_caps() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+nix::ioctl_write_int_bad!(tiocsctty, libc::TIOCSCTTY);
+nix::ioctl_read_bad!(tiocgwinsz, libc::TIOCGWINSZ, libc::winsize);
+nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
+
+/// Makes the terminal on `fd` the controlling terminal of the calling session leader.
+pub fn set_controlling_tty(fd: RawFd) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument; fd validity is checked by the kernel.
+    unsafe { tiocsctty(fd, 0) }.map(drop)
+}
+
+/// Window size of the terminal on `fd`, or None if it is not a terminal.
+pub fn window_size(fd: RawFd) -> Option<libc::winsize> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: ws is a valid winsize the kernel writes into.
+    unsafe { tiocgwinsz(fd, &mut ws) }.ok().map(|_| ws)
+}
+
+/// Sets the window size of the terminal on `fd`.
+pub fn set_window_size(fd: RawFd, ws: &libc::winsize) -> nix::Result<()> {
+    // SAFETY: ws points to a valid winsize for the duration of the call.
+    unsafe { tiocswinsz(fd, ws) }.map(drop)
+}
+
+/// Brings the loopback interface up in the calling process's network namespace.
+pub fn loopback_up() -> io::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: req is a valid ifreq naming "lo"; the ioctls read and write only inside it.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `_exit(2)`: leaves a forked child without running the parent's atexit handlers or flushing
+/// buffers it shares with the parent.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Whether `path` carries the extended attribute `name` (e.g. `security.capability`).
+pub fn has_xattr(path: &std::path::Path, name: &str) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(p), Ok(n)) = (
+        std::ffi::CString::new(path.as_os_str().as_bytes()),
+        std::ffi::CString::new(name),
+    ) else {
+        return false;
+    };
+    // SAFETY: both strings are valid NUL-terminated C strings; a null buffer of size 0 only asks
+    // for the value's length.
+    unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) > 0 }
+}
+
+/// Takes ownership of an fd number this process was handed (inherited across exec, or received
+/// with SCM_RIGHTS), after checking it is open, and marks it close-on-exec.
+pub fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on an integer; F_SETFD fails with EBADF if the fd is not open.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd is open, and callers hand over numbers nothing else in the process owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+extern "C" fn noop_handler(_: libc::c_int) {}
+
+/// Installs a handler that does nothing for each of `signals`. The container init needs one: the
+/// kernel drops signals sent to a PID 1 that has the default disposition (pid_namespaces(7)),
+/// even while they are blocked for a signalfd.
+pub fn install_noop_handlers(signals: &[Signal]) -> nix::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let action = SigAction::new(
+        SigHandler::Handler(noop_handler),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for &sig in signals {
+        // SAFETY: the handler is async-signal-safe (it does nothing).
+        unsafe { sigaction(sig, &action) }?;
+    }
+    Ok(())
+}
+
+/// Wraps an fd opened from a devpts `ptmx` as a pty master.
+pub fn pty_master(fd: OwnedFd) -> nix::pty::PtyMaster {
+    // SAFETY: callers pass an fd they just opened on a `ptmx` device node, which is what
+    // PtyMaster requires.
+    unsafe { nix::pty::PtyMaster::from_owned_fd(fd) }
+}
