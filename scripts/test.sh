@@ -102,7 +102,7 @@ suite_as() {
   run=$(host_runtime_dir "$user" fresh)
   local env=(HOME="$home" USER="$user" LOGNAME="$user" PATH="$STD_PATH"
     XDG_RUNTIME_DIR="$run" TMPDIR="$tmp" RL_BIN="$STAGE/bin/rl"
-    RL_TEST_ROOTFS="$STAGE/fixtures/busybox" RL_TEST_REQUIRE=1 RUST_BACKTRACE=1 "${extra[@]}")
+    RL_TEST_ROOTFS="$STAGE/fixtures/$user/busybox" RL_TEST_REQUIRE=1 RUST_BACKTRACE=1 "${extra[@]}")
   for i in "${!TEST_EXES[@]}"; do
     step "${TEST_NAMES[$i]} as $user $*"
     run_one "$LOGS/$user-${TEST_NAMES[$i]}.log" runuser -u "$user" -- \
@@ -128,7 +128,13 @@ root_main() {
     install -m 0755 "${TEST_EXES[$i]}" "$STAGE/tests/${TEST_NAMES[$i]}"
     TEST_EXES[i]=$STAGE/tests/${TEST_NAMES[$i]}
   done
-  scripts/make-fixtures.sh "$STAGE/fixtures/busybox" "$RL_TEST_USER"
+  # Each user passes a rootfs of their own, as `rl run --rootfs` users do: another user's files
+  # have no mapping in their namespace.
+  local u
+  for u in "$RL_TEST_USER" "$RL_NOSUBID_USER"; do
+    install -d -m 0755 "$STAGE/fixtures/$u"
+    scripts/make-fixtures.sh "$STAGE/fixtures/$u/busybox" "$u"
+  done
 
   cd "$STAGE" # the test users cannot enter the checkout
   suite_as "$RL_TEST_USER" -- --skip nosubid_

@@ -37,11 +37,7 @@ pub enum NetworkMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountSpec {
     /// A host path bind-mounted at `target` (always recursive, like Docker's default `rbind`).
-    Bind {
-        source: PathBuf,
-        target: String,
-        readonly: bool,
-    },
+    Bind { source: PathBuf, target: String, readonly: bool },
     /// A fresh tmpfs at `target` with mount `options` (`size=…,mode=…`).
     Tmpfs { target: String, options: String },
 }
@@ -124,9 +120,7 @@ pub fn parse_volume(spec: &str) -> Result<MountSpec> {
         _ => bail!("volume `{spec}`: expected HOST:CONTAINER[:OPTIONS]"),
     };
     if !source.starts_with('/') {
-        bail!(
-            "volume `{spec}`: the host path must be absolute (named volumes are not supported yet)"
-        );
+        bail!("volume `{spec}`: the host path must be absolute (named volumes are not supported yet)");
     }
     let mut readonly = false;
     for o in opts.split(',').filter(|o| !o.is_empty()) {
@@ -144,13 +138,8 @@ pub fn parse_volume(spec: &str) -> Result<MountSpec> {
 fn bind(spec: &str, source: &str, target: &str, readonly: bool) -> Result<MountSpec> {
     check_target(spec, target)?;
     let source = PathBuf::from(source);
-    std::fs::metadata(&source)
-        .with_context(|| format!("mount `{spec}`: source `{}`", source.display()))?;
-    Ok(MountSpec::Bind {
-        source,
-        target: target.to_string(),
-        readonly,
-    })
+    std::fs::metadata(&source).with_context(|| format!("mount `{spec}`: source `{}`", source.display()))?;
+    Ok(MountSpec::Bind { source, target: target.to_string(), readonly })
 }
 
 fn check_target(spec: &str, target: &str) -> Result<()> {
@@ -194,10 +183,7 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec> {
             if readonly {
                 tmpfs_opts.push("ro".into());
             }
-            Ok(MountSpec::Tmpfs {
-                target: target.into(),
-                options: tmpfs_opts.join(","),
-            })
+            Ok(MountSpec::Tmpfs { target: target.into(), options: tmpfs_opts.join(",") })
         }
         Some(other) => {
             bail!("mount `{spec}`: type `{other}` is not supported (expected bind or tmpfs)")
@@ -210,24 +196,13 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec> {
 pub fn parse_tmpfs(spec: &str) -> Result<MountSpec> {
     let (target, options) = spec.split_once(':').unwrap_or((spec, ""));
     check_target(spec, target)?;
-    Ok(MountSpec::Tmpfs {
-        target: target.into(),
-        options: options.into(),
-    })
+    Ok(MountSpec::Tmpfs { target: target.into(), options: options.into() })
 }
 
 /// Builds the environment: defaults, then `--env-file` files, then `-e` (later wins). A bare
 /// `KEY` takes rl's own value and is skipped when rl has none, as in Docker.
-pub fn build_env(
-    env_files: &[PathBuf],
-    env: &[String],
-    tty: bool,
-    hostname: &str,
-) -> Result<Vec<String>> {
-    let mut out = vec![
-        format!("PATH={DEFAULT_PATH}"),
-        format!("HOSTNAME={hostname}"),
-    ];
+pub fn build_env(env_files: &[PathBuf], env: &[String], tty: bool, hostname: &str) -> Result<Vec<String>> {
+    let mut out = vec![format!("PATH={DEFAULT_PATH}"), format!("HOSTNAME={hostname}")];
     if tty {
         out.push("TERM=xterm".into());
     }
@@ -250,8 +225,7 @@ pub fn build_env(
         Ok(())
     };
     for file in env_files {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("read env file `{}`", file.display()))?;
+        let text = std::fs::read_to_string(file).with_context(|| format!("read env file `{}`", file.display()))?;
         for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
             add(line, &format!("file `{}`", file.display()))?;
         }
@@ -276,15 +250,8 @@ mod tests {
         ];
         for (spec, target, ro) in ok {
             match parse_volume(spec).unwrap() {
-                MountSpec::Bind {
-                    source,
-                    target: t,
-                    readonly,
-                } => {
-                    assert_eq!(
-                        (source.as_path(), t.as_str(), readonly),
-                        (std::path::Path::new("/tmp"), target, ro)
-                    )
+                MountSpec::Bind { source, target: t, readonly } => {
+                    assert_eq!((source.as_path(), t.as_str(), readonly), (std::path::Path::new("/tmp"), target, ro))
                 }
                 other => panic!("{other:?}"),
             }
@@ -308,28 +275,18 @@ mod tests {
     fn mounts_and_tmpfs() {
         assert_eq!(
             parse_mount("type=bind,source=/tmp,target=/x,readonly").unwrap(),
-            MountSpec::Bind {
-                source: "/tmp".into(),
-                target: "/x".into(),
-                readonly: true
-            }
+            MountSpec::Bind { source: "/tmp".into(), target: "/x".into(), readonly: true }
         );
         assert_eq!(
             parse_mount("type=tmpfs,target=/t,tmpfs-size=1m").unwrap(),
-            MountSpec::Tmpfs {
-                target: "/t".into(),
-                options: "size=1m".into()
-            }
+            MountSpec::Tmpfs { target: "/t".into(), options: "size=1m".into() }
         );
         assert!(parse_mount("type=volume,target=/x").is_err());
         assert!(parse_mount("type=bind,target=/x").is_err());
         assert!(parse_mount("source=/tmp,target=/x").is_err());
         assert_eq!(
             parse_tmpfs("/run:size=1m,mode=0755").unwrap(),
-            MountSpec::Tmpfs {
-                target: "/run".into(),
-                options: "size=1m,mode=0755".into()
-            }
+            MountSpec::Tmpfs { target: "/run".into(), options: "size=1m,mode=0755".into() }
         );
         assert!(parse_tmpfs("run").is_err());
     }
@@ -340,21 +297,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("env");
         std::fs::write(&f, "# c\nA=file\n\nB=file\n").unwrap();
-        let env = build_env(
-            &[f],
-            &[
-                "B=cli".into(),
-                "PATH=/x".into(),
-                "RL_SURELY_UNSET_VAR".into(),
-            ],
-            true,
-            "h",
-        )
-        .unwrap();
-        assert_eq!(
-            env,
-            vec!["HOSTNAME=h", "TERM=xterm", "A=file", "B=cli", "PATH=/x"]
-        );
+        let env =
+            build_env(&[f], &["B=cli".into(), "PATH=/x".into(), "RL_SURELY_UNSET_VAR".into()], true, "h").unwrap();
+        assert_eq!(env, vec!["HOSTNAME=h", "TERM=xterm", "A=file", "B=cli", "PATH=/x"]);
         assert!(build_env(&[], &["=x".into()], false, "h").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -24,16 +24,9 @@ pub fn has_file_caps(path: &Path) -> bool {
 /// Starts `cmd` so that it is killed when the calling thread exits, with stdin closed and stderr
 /// captured.
 pub fn spawn_tied(cmd: &mut Command) -> Result<Child> {
-    sys::set_pre_exec(
-        cmd,
-        sys::PreExec {
-            death_signal: Some(Signal::SIGKILL),
-            ..Default::default()
-        },
-    );
+    sys::set_pre_exec(cmd, sys::PreExec { death_signal: Some(Signal::SIGKILL), ..Default::default() });
     cmd.stdin(Stdio::null()).stderr(Stdio::piped());
-    cmd.spawn()
-        .with_context(|| format!("start `{}`", cmd.get_program().to_string_lossy()))
+    cmd.spawn().with_context(|| format!("start `{}`", cmd.get_program().to_string_lossy()))
 }
 
 /// The helper's captured stderr, one line, for an error message.

@@ -87,10 +87,7 @@ impl std::error::Error for Hinted {}
 
 /// Builds an `anyhow::Error` carrying `problem`'s hint.
 pub fn hinted(problem: Problem, message: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Hinted {
-        message: message.into(),
-        problem,
-    })
+    anyhow::Error::new(Hinted { message: message.into(), problem })
 }
 
 /// An error that must end rl with a specific exit status (126/127 for exec failures).
@@ -117,9 +114,7 @@ pub fn report(err: &anyhow::Error) -> i32 {
     if let Some(h) = err.chain().find_map(|e| e.downcast_ref::<Hinted>()) {
         eprintln!("hint: {}", h.problem.hint());
     }
-    err.chain()
-        .find_map(|e| e.downcast_ref::<ExitStatus>())
-        .map_or(EXIT_RL_FAILED, |s| s.code)
+    err.chain().find_map(|e| e.downcast_ref::<ExitStatus>()).map_or(EXIT_RL_FAILED, |s| s.code)
 }
 
 /// Host facts that decide which hint explains a failed `unshare(CLONE_NEWUSER)`.
@@ -133,11 +128,7 @@ pub struct UsernsFacts {
 impl UsernsFacts {
     /// Reads the sysctls that can forbid user namespaces.
     pub fn read() -> Self {
-        let num = |p: &str| {
-            std::fs::read_to_string(p)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-        };
+        let num = |p: &str| std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse().ok());
         UsernsFacts {
             max_user_namespaces: num("/proc/sys/user/max_user_namespaces"),
             unprivileged_userns_clone: num("/proc/sys/kernel/unprivileged_userns_clone"),
@@ -174,36 +165,16 @@ mod tests {
 
     #[test]
     fn userns_failures_map_to_their_hint() {
-        let stock = UsernsFacts {
-            max_user_namespaces: Some(1000),
-            ..Default::default()
-        };
+        let stock = UsernsFacts { max_user_namespaces: Some(1000), ..Default::default() };
         let cases = [
             (stock, Errno::ENOSPC, Some(Problem::UsernsDisabled)),
             (
-                UsernsFacts {
-                    unprivileged_userns_clone: Some(0),
-                    ..stock
-                },
+                UsernsFacts { unprivileged_userns_clone: Some(0), ..stock },
                 Errno::EPERM,
                 Some(Problem::UsernsCloneDisabled),
             ),
-            (
-                UsernsFacts {
-                    apparmor_restrict: Some(1),
-                    ..stock
-                },
-                Errno::EACCES,
-                Some(Problem::AppArmorUserns),
-            ),
-            (
-                UsernsFacts {
-                    max_user_namespaces: Some(0),
-                    ..stock
-                },
-                Errno::EPERM,
-                Some(Problem::UsernsDisabled),
-            ),
+            (UsernsFacts { apparmor_restrict: Some(1), ..stock }, Errno::EACCES, Some(Problem::AppArmorUserns)),
+            (UsernsFacts { max_user_namespaces: Some(0), ..stock }, Errno::EPERM, Some(Problem::UsernsDisabled)),
             (stock, Errno::EPERM, None),
             (stock, Errno::ENOMEM, None),
         ];
@@ -232,11 +203,7 @@ mod tests {
 
     #[test]
     fn report_uses_the_exit_status_through_context() {
-        let err = anyhow::Error::new(ExitStatus {
-            code: 127,
-            message: "not found".into(),
-        })
-        .context("exec `x`");
+        let err = anyhow::Error::new(ExitStatus { code: 127, message: "not found".into() }).context("exec `x`");
         assert_eq!(report(&err), 127);
         assert_eq!(report(&hinted(Problem::NoSubids, "x")), EXIT_RL_FAILED);
     }

@@ -47,10 +47,7 @@ impl Exit {
 fn set_nonblocking(fd: BorrowedFd<'_>) {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
-        let _ = fcntl(
-            fd,
-            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-        );
+        let _ = fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK));
     }
 }
 
@@ -93,10 +90,7 @@ pub fn watch(running: &Running, sigfd: &SignalFd, stdin_to_pty: bool) -> Result<
     let chan = &running.stage.chan;
     let mut stdout = std::io::stdout();
     let exit = loop {
-        let mut fds = vec![
-            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(chan.as_fd(), PollFlags::POLLIN),
-        ];
+        let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN), PollFd::new(chan.as_fd(), PollFlags::POLLIN)];
         if let (Some(m), true) = (master, master_open) {
             fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
         }
@@ -107,10 +101,7 @@ pub fn watch(running: &Running, sigfd: &SignalFd, stdin_to_pty: bool) -> Result<
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(e).context("wait for the container"),
         }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
         if ready[0] {
             while let Ok(Some(info)) = sigfd.read_signal() {
@@ -150,12 +141,7 @@ pub fn watch(running: &Running, sigfd: &SignalFd, stdin_to_pty: bool) -> Result<
             match chan.recv()? {
                 Some(Msg::Exited { code, signal }) => break Exit { code, signal },
                 Some(_) => {}
-                None => {
-                    break Exit {
-                        code: None,
-                        signal: None,
-                    }
-                }
+                None => break Exit { code: None, signal: None },
             }
         }
     };

@@ -37,40 +37,29 @@ pub struct State {
 
 /// Nanoseconds since the epoch.
 pub fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
 /// A new random 64-hex-digit container id.
 pub fn new_id() -> Result<String> {
     let mut bytes = [0u8; 32];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").context("open /dev/urandom")?,
-        &mut bytes,
-    )
-    .context("read /dev/urandom")?;
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").context("open /dev/urandom")?, &mut bytes)
+        .context("read /dev/urandom")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A Docker-style `adjective_noun` name derived from the id.
 pub fn generated_name(id: &str) -> String {
     const ADJ: [&str; 16] = [
-        "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
-        "nimble", "proud", "quiet", "sharp", "tender", "witty",
+        "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nimble", "proud",
+        "quiet", "sharp", "tender", "witty",
     ];
     const NOUN: [&str; 16] = [
-        "turing", "hopper", "lovelace", "curie", "noether", "dijkstra", "knuth", "ritchie",
-        "thompson", "torvalds", "shannon", "hamilton", "liskov", "lamport", "perlman", "wozniak",
+        "turing", "hopper", "lovelace", "curie", "noether", "dijkstra", "knuth", "ritchie", "thompson", "torvalds",
+        "shannon", "hamilton", "liskov", "lamport", "perlman", "wozniak",
     ];
     let n = u32::from_str_radix(id.get(..6).unwrap_or("0"), 16).unwrap_or(0) as usize;
-    format!(
-        "{}_{}_{}",
-        ADJ[n % 16],
-        NOUN[(n / 16) % 16],
-        id.get(..4).unwrap_or("")
-    )
+    format!("{}_{}_{}", ADJ[n % 16], NOUN[(n / 16) % 16], id.get(..4).unwrap_or(""))
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -139,20 +128,10 @@ mod tests {
         let paths = Paths::resolve(Some(base.join("s")), Some(base.join("r"))).unwrap();
         let id = new_id().unwrap();
         assert_eq!(id.len(), 64);
-        let cfg = ContainerConfig {
-            id: id.clone(),
-            name: generated_name(&id),
-            ..Default::default()
-        };
+        let cfg = ContainerConfig { id: id.clone(), name: generated_name(&id), ..Default::default() };
         create(&paths, &cfg).unwrap();
-        let dup = ContainerConfig {
-            id: new_id().unwrap(),
-            ..cfg.clone()
-        };
-        assert!(create(&paths, &dup)
-            .unwrap_err()
-            .to_string()
-            .contains("already in use"));
+        let dup = ContainerConfig { id: new_id().unwrap(), ..cfg.clone() };
+        assert!(create(&paths, &dup).unwrap_err().to_string().contains("already in use"));
         let mut st = load(&paths, &id).unwrap();
         assert_eq!(st.status, Status::Created);
         st.status = Status::Exited;

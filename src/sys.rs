@@ -34,8 +34,7 @@ pub fn set_pre_exec(cmd: &mut Command, pre: PreExec) {
             for &(from, to) in &pre.fds {
                 if from == to {
                     let flags = libc::fcntl(from, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(from, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
-                    {
+                    if flags < 0 || libc::fcntl(from, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
                         return Err(io::Error::last_os_error());
                     }
                 } else if libc::dup3(from, to, 0) < 0 {
@@ -133,25 +132,14 @@ pub fn capset(sets: CapSets) -> io::Result<()> {
         inheritable: u32,
     }
     const VERSION_3: u32 = 0x2008_0522;
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
+    let mut header = Header { version: VERSION_3, pid: 0 };
     let split = |v: u64| (v as u32, (v >> 32) as u32);
     let (e0, e1) = split(sets.effective);
     let (p0, p1) = split(sets.permitted);
     let (i0, i1) = split(sets.inheritable);
     let data = [
-        Data {
-            effective: e0,
-            permitted: p0,
-            inheritable: i0,
-        },
-        Data {
-            effective: e1,
-            permitted: p1,
-            inheritable: i1,
-        },
+        Data { effective: e0, permitted: p0, inheritable: i0 },
+        Data { effective: e1, permitted: p1, inheritable: i1 },
     ];
     // SAFETY: header and data are valid, properly sized v3 structures that outlive the call.
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
@@ -180,15 +168,7 @@ pub fn cap_supported(cap: u8) -> bool {
 /// Clears the ambient capability set.
 pub fn clear_ambient_caps() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
-    let r = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    let r = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -207,12 +187,7 @@ pub fn set_controlling_tty(fd: RawFd) -> nix::Result<()> {
 
 /// Window size of the terminal on `fd`, or None if it is not a terminal.
 pub fn window_size(fd: RawFd) -> Option<libc::winsize> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: ws is a valid winsize the kernel writes into.
     unsafe { tiocgwinsz(fd, &mut ws) }.ok().map(|_| ws)
 }
@@ -259,10 +234,7 @@ pub fn exit_now(code: i32) -> ! {
 /// Whether `path` carries the extended attribute `name` (e.g. `security.capability`).
 pub fn has_xattr(path: &std::path::Path, name: &str) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let (Ok(p), Ok(n)) = (
-        std::ffi::CString::new(path.as_os_str().as_bytes()),
-        std::ffi::CString::new(name),
-    ) else {
+    let (Ok(p), Ok(n)) = (std::ffi::CString::new(path.as_os_str().as_bytes()), std::ffi::CString::new(name)) else {
         return false;
     };
     // SAFETY: both strings are valid NUL-terminated C strings; a null buffer of size 0 only asks
@@ -288,11 +260,7 @@ extern "C" fn noop_handler(_: libc::c_int) {}
 /// even while they are blocked for a signalfd.
 pub fn install_noop_handlers(signals: &[Signal]) -> nix::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
-    let action = SigAction::new(
-        SigHandler::Handler(noop_handler),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
+    let action = SigAction::new(SigHandler::Handler(noop_handler), SaFlags::SA_RESTART, SigSet::empty());
     for &sig in signals {
         // SAFETY: the handler is async-signal-safe (it does nothing).
         unsafe { sigaction(sig, &action) }?;

@@ -40,11 +40,7 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() {
-                hint::EXIT_RL_FAILED
-            } else {
-                0
-            };
+            let code = if e.use_stderr() { hint::EXIT_RL_FAILED } else { 0 };
             let _ = e.print();
             return code;
         }

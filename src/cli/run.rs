@@ -99,7 +99,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// The command and its arguments.
-    #[arg(value_name = "COMMAND", allow_hyphen_values = true)]
+    #[arg(value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -109,7 +109,9 @@ fn security(args: &RunArgs) -> Result<Security> {
     for opt in &args.security_opt {
         match opt.split_once(['=', ':']) {
             Some(("seccomp", "unconfined")) => seccomp = false,
-            Some(("seccomp", other)) => bail!("security option `{opt}`: seccomp profile `{other}` is not supported (only unconfined)"),
+            Some(("seccomp", other)) => {
+                bail!("security option `{opt}`: seccomp profile `{other}` is not supported (only unconfined)")
+            }
             _ if opt == "no-new-privileges" || opt == "no-new-privileges=true" => {}
             _ => bail!("security option `{opt}`: unknown (expected seccomp=unconfined or no-new-privileges)"),
         }
@@ -127,11 +129,7 @@ fn security(args: &RunArgs) -> Result<Security> {
 fn id_maps(mode: UsernsMode) -> Result<MapPlan> {
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
-    let name = nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_default();
+    let name = nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_default();
     let subuids = subid::lookup("/etc/subuid".as_ref(), &name, uid.as_raw())?;
     let subgids = subid::lookup("/etc/subgid".as_ref(), &name, uid.as_raw())?;
     let plan = MapPlan::new(mode, uid.as_raw(), gid.as_raw(), &subuids, &subgids);
@@ -148,14 +146,11 @@ fn id_maps(mode: UsernsMode) -> Result<MapPlan> {
 /// Builds the container's config from the flags.
 fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
     let rootfs = &args.rootfs;
-    let meta =
-        std::fs::metadata(rootfs).with_context(|| format!("rootfs `{}`", rootfs.display()))?;
+    let meta = std::fs::metadata(rootfs).with_context(|| format!("rootfs `{}`", rootfs.display()))?;
     if !meta.is_dir() {
         bail!("rootfs `{}`: not a directory", rootfs.display());
     }
-    let rootfs = rootfs
-        .canonicalize()
-        .with_context(|| format!("rootfs `{}`", rootfs.display()))?;
+    let rootfs = rootfs.canonicalize().with_context(|| format!("rootfs `{}`", rootfs.display()))?;
     let mut argv: Vec<String> = args.entrypoint.iter().cloned().collect();
     argv.extend(args.command.iter().cloned());
     if argv.is_empty() || argv[0].is_empty() {
@@ -167,10 +162,7 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
         Some(other) => bail!("userns `{other}`: unknown mode (expected keep-id)"),
     };
     if args.network != "none" {
-        bail!(
-            "network `{}`: not supported yet (only `none`)",
-            args.network
-        );
+        bail!("network `{}`: not supported yet (only `none`)", args.network);
     }
     let mut mounts = Vec::new();
     for v in &args.volume {
@@ -185,21 +177,11 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
     let security = security(args)?;
     let idmap = id_maps(userns)?;
     let id = state::new_id()?;
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| state::generated_name(&id));
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    {
+    let name = args.name.clone().unwrap_or_else(|| state::generated_name(&id));
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
         bail!("container name `{name}`: only letters, digits, `_`, `.` and `-` are allowed");
     }
-    let hostname = args
-        .hostname
-        .clone()
-        .unwrap_or_else(|| id[..12].to_string());
+    let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_string());
     let env = config::build_env(&args.env_file, &args.env, args.tty, &hostname)?;
     let user = match (&args.user, userns) {
         (Some(u), _) => u.clone(),
@@ -250,8 +232,7 @@ fn prepare(cfg: &ContainerConfig) -> Result<()> {
         std::fs::create_dir(d).with_context(|| format!("create `{}`", d.display()))?;
     }
     crate::store::layout::private_dir(&cfg.dirs.run)?;
-    std::fs::create_dir(&cfg.dirs.merged)
-        .with_context(|| format!("create `{}`", cfg.dirs.merged.display()))?;
+    std::fs::create_dir(&cfg.dirs.merged).with_context(|| format!("create `{}`", cfg.dirs.merged.display()))?;
     crate::network::write_etc_files(cfg)
 }
 
@@ -279,11 +260,7 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
         nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
     )
     .context("create signalfd")?;
-    let stdin = if args.interactive && !args.tty {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
-    };
+    let stdin = if args.interactive && !args.tty { Stdio::inherit() } else { Stdio::null() };
     let stage = Stage1::spawn(&cfg.idmap, Job::Run(Box::new(cfg.clone())), stdin)?;
     let running = parent::wait_started(stage)?;
     let mut st = state::load(paths, &cfg.id)?;

@@ -28,10 +28,6 @@ pub fn write_etc_files(cfg: &ContainerConfig) -> Result<()> {
 
 /// The container's /etc/hosts: loopback names and its own hostname and name.
 pub fn hosts(hostname: &str, name: &str) -> String {
-    let own = if hostname == name {
-        hostname.to_string()
-    } else {
-        format!("{hostname} {name}")
-    };
+    let own = if hostname == name { hostname.to_string() } else { format!("{hostname} {name}") };
     format!("127.0.0.1\tlocalhost localhost.localdomain\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{own}\n")
 }

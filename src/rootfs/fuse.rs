@@ -38,8 +38,7 @@ impl Daemon {
 }
 
 fn mounted(dirs: &Dirs) -> Result<bool> {
-    let m = std::fs::metadata(&dirs.merged)
-        .with_context(|| format!("stat `{}`", dirs.merged.display()))?;
+    let m = std::fs::metadata(&dirs.merged).with_context(|| format!("stat `{}`", dirs.merged.display()))?;
     let parent = dirs.merged.parent().unwrap_or(&dirs.merged);
     let p = std::fs::metadata(parent).with_context(|| format!("stat `{}`", parent.display()))?;
     Ok(m.dev() != p.dev())
@@ -48,21 +47,10 @@ fn mounted(dirs: &Dirs) -> Result<bool> {
 /// Starts fuse-overlayfs on `dirs.merged` and returns once the mount is there.
 pub fn mount(dirs: &Dirs) -> Result<Daemon> {
     let bin = helper::find("fuse-overlayfs", Problem::OverlayUnavailable)?;
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-    {
-        return Err(hinted(
-            Problem::FuseDevice,
-            format!("open `/dev/fuse`: {e}"),
-        ));
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+        return Err(hinted(Problem::FuseDevice, format!("open `/dev/fuse`: {e}")));
     }
-    let lower: Vec<String> = dirs
-        .lower
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+    let lower: Vec<String> = dirs.lower.iter().map(|p| p.to_string_lossy().into_owned()).collect();
     let opts = format!(
         "lowerdir={},upperdir={},workdir={},allow_other",
         lower.join(":"),
@@ -72,22 +60,15 @@ pub fn mount(dirs: &Dirs) -> Result<Daemon> {
     // Opened before the daemon starts, so a mount made at any later moment wakes the poll.
     let mountinfo = File::open("/proc/self/mountinfo").context("open /proc/self/mountinfo")?;
     let mut cmd = Command::new(&bin);
-    cmd.arg("-f")
-        .arg("-o")
-        .arg(&opts)
-        .arg(&dirs.merged)
-        .stdout(Stdio::null());
+    cmd.arg("-f").arg("-o").arg(&opts).arg(&dirs.merged).stdout(Stdio::null());
     let mut child = helper::spawn_tied(&mut cmd)?;
-    let pidfd =
-        sys::pidfd_open(Pid::from_raw(child.id() as i32)).context("pidfd_open fuse-overlayfs")?;
+    let pidfd = sys::pidfd_open(Pid::from_raw(child.id() as i32)).context("pidfd_open fuse-overlayfs")?;
     loop {
         if mounted(dirs)? {
             return Ok(Daemon { child });
         }
-        let mut fds = [
-            PollFd::new(mountinfo.as_fd(), PollFlags::POLLPRI),
-            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
-        ];
+        let mut fds =
+            [PollFd::new(mountinfo.as_fd(), PollFlags::POLLPRI), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
         let n = poll(&mut fds, PollTimeout::from(30_000u16)).context("wait for fuse-overlayfs")?;
         if n == 0 {
             let _ = child.kill();
@@ -97,11 +78,7 @@ pub fn mount(dirs: &Dirs) -> Result<Daemon> {
         if fds[1].revents().is_some_and(|r| !r.is_empty()) && !mounted(dirs)? {
             let status = child.wait().context("wait for fuse-overlayfs")?;
             let err = helper::stderr_text(&mut child);
-            bail!(
-                "start `{}` on `{}`: {err} ({status})",
-                bin.display(),
-                dirs.merged.display()
-            );
+            bail!("start `{}` on `{}`: {err} ({status})", bin.display(), dirs.merged.display());
         }
     }
 }

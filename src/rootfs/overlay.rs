@@ -34,10 +34,7 @@ pub fn options(dirs: &Dirs) -> Result<String> {
     );
     let page = 4096;
     if data.len() >= page {
-        bail!(
-            "overlay: mount options of {} bytes do not fit in one page ({page})",
-            data.len()
-        );
+        bail!("overlay: mount options of {} bytes do not fit in one page ({page})", data.len());
     }
     Ok(data)
 }
@@ -45,14 +42,8 @@ pub fn options(dirs: &Dirs) -> Result<String> {
 /// Mounts kernel overlayfs at `dirs.merged`.
 pub fn mount(dirs: &Dirs) -> Result<()> {
     let data = options(dirs)?;
-    sys_mount(
-        Some("overlay"),
-        &dirs.merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .with_context(|| format!("mount overlay on `{}`", dirs.merged.display()))
+    sys_mount(Some("overlay"), &dirs.merged, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
+        .with_context(|| format!("mount overlay on `{}`", dirs.merged.display()))
 }
 
 #[cfg(test)]
@@ -68,14 +59,8 @@ mod tests {
             work: PathBuf::from("/w"),
             ..Default::default()
         };
-        assert_eq!(
-            options(&dirs).unwrap(),
-            "lowerdir=/l/top:/l/a\\:b\\,c,upperdir=/u,workdir=/w,userxattr"
-        );
-        let long = Dirs {
-            lower: vec![PathBuf::from("/x".repeat(3000))],
-            ..dirs.clone()
-        };
+        assert_eq!(options(&dirs).unwrap(), "lowerdir=/l/top:/l/a\\:b\\,c,upperdir=/u,workdir=/w,userxattr");
+        let long = Dirs { lower: vec![PathBuf::from("/x".repeat(3000))], ..dirs.clone() };
         assert!(options(&long).unwrap_err().to_string().contains("one page"));
         assert!(options(&Dirs::default()).is_err());
     }

@@ -127,8 +127,7 @@ pub fn limit_bounding(set: &[u8]) -> Result<()> {
             break;
         }
         if !set.contains(&cap) {
-            sys::capbset_drop(cap)
-                .map_err(|e| anyhow::anyhow!("drop capability {cap} from the bounding set: {e}"))?;
+            sys::capbset_drop(cap).map_err(|e| anyhow::anyhow!("drop capability {cap} from the bounding set: {e}"))?;
         }
     }
     Ok(())
@@ -138,19 +137,11 @@ pub fn limit_bounding(set: &[u8]) -> Result<()> {
 /// empty. Called after the user change (with keep-caps), so the exec rules then give root the
 /// bounding set and any other user nothing, as Docker does.
 pub fn apply(set: &[u8]) -> Result<()> {
-    let known: Vec<u8> = set
-        .iter()
-        .copied()
-        .filter(|&c| sys::cap_supported(c))
-        .collect();
+    let known: Vec<u8> = set.iter().copied().filter(|&c| sys::cap_supported(c)).collect();
     let m = mask(&known);
     sys::clear_ambient_caps().map_err(|e| anyhow::anyhow!("clear ambient capabilities: {e}"))?;
-    sys::capset(sys::CapSets {
-        effective: m,
-        permitted: m,
-        inheritable: 0,
-    })
-    .map_err(|e| anyhow::anyhow!("set capabilities: {e}"))?;
+    sys::capset(sys::CapSets { effective: m, permitted: m, inheritable: 0 })
+        .map_err(|e| anyhow::anyhow!("set capabilities: {e}"))?;
     Ok(())
 }
 
@@ -171,12 +162,7 @@ mod tests {
     fn table() {
         let cases: &[(&[&str], &[&str], bool, u64)] = &[
             (&["NET_RAW"], &[], false, 0x8004_05fb | 1 << 13),
-            (
-                &["cap_net_raw"],
-                &["CHOWN"],
-                false,
-                (0x8004_05fb | 1 << 13) & !1,
-            ),
+            (&["cap_net_raw"], &["CHOWN"], false, (0x8004_05fb | 1 << 13) & !1),
             (&[], &["ALL"], false, 0),
             (&["KILL"], &["ALL"], false, 1 << 5),
             (&["ALL"], &["KILL"], false, ((1u64 << 41) - 1) & !(1 << 5)),
@@ -186,9 +172,7 @@ mod tests {
             let got = mask(&resolve(&s(add), &s(drop), *privileged).unwrap());
             assert_eq!(got, *want, "add {add:?} drop {drop:?}");
         }
-        let err = resolve(&s(&["NET_BOGUS"]), &[], false)
-            .unwrap_err()
-            .to_string();
+        let err = resolve(&s(&["NET_BOGUS"]), &[], false).unwrap_err().to_string();
         assert!(err.contains("NET_BOGUS"), "{err}");
     }
 }

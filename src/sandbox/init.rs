@@ -28,25 +28,13 @@ use crate::hint::{ExitStatus, EXIT_RL_FAILED};
 use crate::sys;
 
 /// Runs the init; never returns.
-pub fn run(
-    cfg: &ContainerConfig,
-    chan: &Channel,
-    report: OwnedFd,
-    seccomp: Option<&seccompiler::BpfProgram>,
-) -> ! {
+pub fn run(cfg: &ContainerConfig, chan: &Channel, report: OwnedFd, seccomp: Option<&seccompiler::BpfProgram>) -> ! {
     let err = match setup_and_exec(cfg, chan, &report, seccomp) {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let code = err
-        .chain()
-        .find_map(|e| e.downcast_ref::<ExitStatus>())
-        .map_or(EXIT_RL_FAILED, |s| s.code);
-    let msg = Msg::Failed {
-        message: format!("{err:#}"),
-        code,
-        problem: None,
-    };
+    let code = err.chain().find_map(|e| e.downcast_ref::<ExitStatus>()).map_or(EXIT_RL_FAILED, |s| s.code);
+    let msg = Msg::Failed { message: format!("{err:#}"), code, problem: None };
     if let Ok(text) = serde_json::to_vec(&msg) {
         let _ = std::fs::File::from(report).write_all(&text);
     }
@@ -59,16 +47,13 @@ fn setup_and_exec(
     report: &OwnedFd,
     seccomp: Option<&seccompiler::BpfProgram>,
 ) -> Result<Infallible> {
+    let _ = nix::sys::prctl::set_name(c"rl-init");
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
     unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
     let merged = &cfg.dirs.merged;
     let plan = mounts::plan(cfg, cfg.idmap.gid_mapped(5));
     mounts::apply(merged, &plan)?;
-    let pty = if cfg.process.tty {
-        Some(open_pty(merged)?)
-    } else {
-        None
-    };
+    let pty = if cfg.process.tty { Some(open_pty(merged)?) } else { None };
 
     unistd::chdir(merged).with_context(|| format!("chdir `{}`", merged.display()))?;
     unistd::pivot_root(".", ".").context("pivot_root into the rootfs")?;
@@ -77,15 +62,9 @@ fn setup_and_exec(
     nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).context("detach the old root")?;
     unistd::chdir("/").context("chdir `/`")?;
 
-    unistd::sethostname(&cfg.hostname)
-        .with_context(|| format!("set hostname `{}`", cfg.hostname))?;
+    unistd::sethostname(&cfg.hostname).with_context(|| format!("set hostname `{}`", cfg.hostname))?;
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let who = user::resolve(
-        &cfg.process.user,
-        &cfg.process.group_add,
-        &read("/etc/passwd"),
-        &read("/etc/group"),
-    )?;
+    let who = user::resolve(&cfg.process.user, &cfg.process.group_add, &read("/etc/passwd"), &read("/etc/group"))?;
     let mut env = cfg.process.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", who.home));
@@ -95,14 +74,10 @@ fn setup_and_exec(
     if let Some((master, index)) = pty {
         chan.send_fd(&Msg::PtyMaster, Some(master.as_raw_fd()))?;
         drop(master);
-        let slave = nix::fcntl::open(
-            format!("/dev/pts/{index}").as_str(),
-            OFlag::O_RDWR | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .context("open the pty slave")?;
-        sys::set_controlling_tty(slave.as_raw_fd())
-            .context("make the pty the controlling terminal")?;
+        let slave =
+            nix::fcntl::open(format!("/dev/pts/{index}").as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+                .context("open the pty slave")?;
+        sys::set_controlling_tty(slave.as_raw_fd()).context("make the pty the controlling terminal")?;
         nix::unistd::dup2_stdin(&slave).context("attach the pty to stdin")?;
         nix::unistd::dup2_stdout(&slave).context("attach the pty to stdout")?;
         nix::unistd::dup2_stderr(&slave).context("attach the pty to stderr")?;
@@ -121,22 +96,13 @@ fn setup_and_exec(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
     caps::apply(&cfg.security.caps)?;
 
-    let cwd = if cfg.process.cwd.is_empty() {
-        "/"
-    } else {
-        cfg.process.cwd.as_str()
-    };
+    let cwd = if cfg.process.cwd.is_empty() { "/" } else { cfg.process.cwd.as_str() };
     unistd::chdir(cwd).with_context(|| format!("chdir to the working directory `{cwd}`"))?;
     if cfg.security.no_new_privs {
         nix::sys::prctl::set_no_new_privs().context("set no_new_privs")?;
     }
 
-    let argv: Vec<CString> = cfg
-        .process
-        .args
-        .iter()
-        .map(|a| cstring(a))
-        .collect::<Result<_>>()?;
+    let argv: Vec<CString> = cfg.process.args.iter().map(|a| cstring(a)).collect::<Result<_>>()?;
     let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
     let program = find_program(&cfg.process.args[0], &env)?;
 
@@ -161,37 +127,20 @@ fn setup_and_exec(
 }
 
 fn cstring(s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| {
-        anyhow!(
-            "argument or variable `{}` contains a NUL byte",
-            s.replace('\0', "\\0")
-        )
-    })
+    CString::new(s).map_err(|_| anyhow!("argument or variable `{}` contains a NUL byte", s.replace('\0', "\\0")))
 }
 
 /// Opens a pty in the container's devpts and binds its slave on /dev/console.
 fn open_pty(merged: &Path) -> Result<(OwnedFd, u32)> {
     let ptmx = merged.join("dev/pts/ptmx");
-    let master = nix::fcntl::open(
-        &ptmx,
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("open `{}`", ptmx.display()))?;
+    let master = nix::fcntl::open(&ptmx, OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
+        .with_context(|| format!("open `{}`", ptmx.display()))?;
     let pt = sys::pty_master(master);
     nix::pty::unlockpt(&pt).context("unlock the pty")?;
     let name = nix::pty::ptsname_r(&pt).context("name the pty")?;
-    let index: u32 = name
-        .rsplit('/')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .context("parse the pty name")?;
+    let index: u32 = name.rsplit('/').next().and_then(|n| n.parse().ok()).context("parse the pty name")?;
     let slave = merged.join(format!("dev/pts/{index}"));
-    let root = nix::fcntl::open(
-        merged,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+    let root = nix::fcntl::open(merged, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
     let console = mounts::ensure(&root, "/dev/console", mounts::Kind::File)?;
     nix::mount::mount(
         Some(&slave),
@@ -206,17 +155,11 @@ fn open_pty(merged: &Path) -> Result<(OwnedFd, u32)> {
 
 /// Finds the program as execvp(3) would, with the container's PATH.
 fn find_program(arg0: &str, env: &[String]) -> Result<CString> {
-    let not_found = |what: String| ExitStatus {
-        code: 127,
-        message: what,
-    };
+    let not_found = |what: String| ExitStatus { code: 127, message: what };
     if arg0.contains('/') {
         return cstring(arg0);
     }
-    let path = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH);
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(arg0);
         if candidate.is_file() {
@@ -233,9 +176,7 @@ fn exec(
     seccomp: Option<&seccompiler::BpfProgram>,
 ) -> Result<Infallible> {
     sys::reset_signal_dispositions();
-    SigSet::empty()
-        .thread_set_mask()
-        .context("unblock signals")?;
+    SigSet::empty().thread_set_mask().context("unblock signals")?;
     if let Some(prog) = seccomp {
         super::seccomp::install(prog)?;
     }
@@ -246,19 +187,13 @@ fn exec(
         _ => 126,
     };
     let name = program.to_string_lossy();
-    Err(ExitStatus {
-        code,
-        message: format!("exec `{name}`: {}", e.desc().to_lowercase()),
-    }
-    .into())
+    Err(ExitStatus { code, message: format!("exec `{name}`: {}", e.desc().to_lowercase()) }.into())
 }
 
 /// The reaping init: forwards signals to the command, reaps every orphan, and exits with the
 /// command's status (128+N for a signal, as a shell would report it).
 fn reap(child: Pid, mask: SigSet) -> ! {
-    let Ok(sfd) = SignalFd::new(&mask) else {
-        sys::exit_now(EXIT_RL_FAILED)
-    };
+    let Ok(sfd) = SignalFd::new(&mask) else { sys::exit_now(EXIT_RL_FAILED) };
     loop {
         let Ok(Some(info)) = sfd.read_signal() else {
             continue;
@@ -273,9 +208,7 @@ fn reap(child: Pid, mask: SigSet) -> ! {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == child => sys::exit_now(code),
-                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => {
-                    sys::exit_now(128 + s as i32)
-                }
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => sys::exit_now(128 + s as i32),
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => {}
             }

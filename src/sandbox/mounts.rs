@@ -29,18 +29,9 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Mount a fresh filesystem.
-    Fs {
-        fstype: &'static str,
-        target: String,
-        flags: MsFlags,
-        data: String,
-    },
+    Fs { fstype: &'static str, target: String, flags: MsFlags, data: String },
     /// Bind `source` (a host path) onto `target`, creating a file or directory to match.
-    Bind {
-        source: PathBuf,
-        target: String,
-        readonly: bool,
-    },
+    Bind { source: PathBuf, target: String, readonly: bool },
     /// sysfs read-only; where the kernel refuses, the host's /sys bound read-only instead.
     Sysfs { target: String },
     /// A symlink `link` → `to` (in the fresh /dev).
@@ -73,14 +64,8 @@ pub const MASKED: [&str; 13] = [
 ];
 
 /// OCI/Podman default read-only paths.
-pub const READ_ONLY: [&str; 6] = [
-    "/proc/asound",
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+pub const READ_ONLY: [&str; 6] =
+    ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Device nodes bound from the host's /dev (a user namespace may not mknod).
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -88,48 +73,19 @@ pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tt
 /// Builds the plan. `tty_gid` says whether gid 5 is mapped, for devpts's `gid=5`.
 pub fn plan(cfg: &ContainerConfig, tty_gid: bool) -> Vec<Op> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let fs = |fstype, target: &str, flags, data: &str| Op::Fs {
-        fstype,
-        target: target.into(),
-        flags,
-        data: data.into(),
-    };
+    let fs =
+        |fstype, target: &str, flags, data: &str| Op::Fs { fstype, target: target.into(), flags, data: data.into() };
     let mut ops = vec![
         fs("proc", "/proc", nosuid_nodev_noexec, ""),
-        Op::Sysfs {
-            target: "/sys".into(),
-        },
-        fs(
-            "tmpfs",
-            "/dev",
-            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-            "mode=755,size=65536k",
-        ),
+        Op::Sysfs { target: "/sys".into() },
+        fs("tmpfs", "/dev", MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, "mode=755,size=65536k"),
     ];
     for d in DEVICES {
-        ops.push(Op::Bind {
-            source: PathBuf::from("/dev").join(d),
-            target: format!("/dev/{d}"),
-            readonly: false,
-        });
+        ops.push(Op::Bind { source: PathBuf::from("/dev").join(d), target: format!("/dev/{d}"), readonly: false });
     }
-    let pts = if tty_gid {
-        "newinstance,ptmxmode=0666,mode=0620,gid=5"
-    } else {
-        "newinstance,ptmxmode=0666,mode=0620"
-    };
-    ops.push(fs(
-        "devpts",
-        "/dev/pts",
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        pts,
-    ));
-    ops.push(fs(
-        "tmpfs",
-        "/dev/shm",
-        nosuid_nodev_noexec,
-        "mode=1777,size=65536k",
-    ));
+    let pts = if tty_gid { "newinstance,ptmxmode=0666,mode=0620,gid=5" } else { "newinstance,ptmxmode=0666,mode=0620" };
+    ops.push(fs("devpts", "/dev/pts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, pts));
+    ops.push(fs("tmpfs", "/dev/shm", nosuid_nodev_noexec, "mode=1777,size=65536k"));
     ops.push(fs("mqueue", "/dev/mqueue", nosuid_nodev_noexec, ""));
     for (to, link) in [
         ("pts/ptmx", "/dev/ptmx"),
@@ -139,17 +95,10 @@ pub fn plan(cfg: &ContainerConfig, tty_gid: bool) -> Vec<Op> {
         ("/proc/self/fd/2", "/dev/stderr"),
         ("/proc/kcore", "/dev/core"),
     ] {
-        ops.push(Op::Symlink {
-            to: to.into(),
-            link: link.into(),
-        });
+        ops.push(Op::Symlink { to: to.into(), link: link.into() });
     }
     for f in ["hostname", "hosts", "resolv.conf"] {
-        ops.push(Op::Bind {
-            source: cfg.dirs.run.join(f),
-            target: format!("/etc/{f}"),
-            readonly: false,
-        });
+        ops.push(Op::Bind { source: cfg.dirs.run.join(f), target: format!("/etc/{f}"), readonly: false });
     }
     if cfg.read_only && cfg.read_only_tmpfs {
         for t in ["/tmp", "/var/tmp", "/run"] {
@@ -159,38 +108,21 @@ pub fn plan(cfg: &ContainerConfig, tty_gid: bool) -> Vec<Op> {
     }
     for m in &cfg.mounts {
         ops.push(match m {
-            MountSpec::Bind {
-                source,
-                target,
-                readonly,
-            } => Op::Bind {
-                source: source.clone(),
-                target: target.clone(),
-                readonly: *readonly,
-            },
+            MountSpec::Bind { source, target, readonly } => {
+                Op::Bind { source: source.clone(), target: target.clone(), readonly: *readonly }
+            }
             MountSpec::Tmpfs { target, options } => {
                 let (flags, data) = tmpfs_options(options);
-                Op::Fs {
-                    fstype: "tmpfs",
-                    target: target.clone(),
-                    flags,
-                    data,
-                }
+                Op::Fs { fstype: "tmpfs", target: target.clone(), flags, data }
             }
         });
     }
     if cfg.security.mask_paths {
-        ops.extend(MASKED.iter().map(|t| Op::Mask {
-            target: t.to_string(),
-        }));
-        ops.extend(READ_ONLY.iter().map(|t| Op::ReadOnly {
-            target: t.to_string(),
-        }));
+        ops.extend(MASKED.iter().map(|t| Op::Mask { target: t.to_string() }));
+        ops.extend(READ_ONLY.iter().map(|t| Op::ReadOnly { target: t.to_string() }));
     }
     if !cfg.process.cwd.is_empty() && cfg.process.cwd != "/" {
-        ops.push(Op::Dir {
-            target: cfg.process.cwd.clone(),
-        });
+        ops.push(Op::Dir { target: cfg.process.cwd.clone() });
     }
     if cfg.read_only {
         ops.push(Op::RootReadOnly);
@@ -220,12 +152,8 @@ pub fn tmpfs_options(options: &str) -> (MsFlags, String) {
 
 /// Applies `ops` on the rootfs mounted at `root`.
 pub fn apply(root: &Path, ops: &[Op]) -> Result<()> {
-    let root_fd = nix::fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("open rootfs `{}`", root.display()))?;
+    let root_fd = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .with_context(|| format!("open rootfs `{}`", root.display()))?;
     for op in ops {
         apply_one(root, &root_fd, op).with_context(|| describe(op))?;
     }
@@ -251,33 +179,15 @@ fn fd_path(fd: &OwnedFd) -> String {
 
 fn apply_one(root: &Path, root_fd: &OwnedFd, op: &Op) -> Result<()> {
     match op {
-        Op::Fs {
-            fstype,
-            target,
-            flags,
-            data,
-        } => {
+        Op::Fs { fstype, target, flags, data } => {
             let t = ensure(root_fd, target, Kind::Dir)?;
             let data = (!data.is_empty()).then_some(data.as_str());
-            mount(
-                Some(*fstype),
-                fd_path(&t).as_str(),
-                Some(*fstype),
-                *flags,
-                data,
-            )?;
+            mount(Some(*fstype), fd_path(&t).as_str(), Some(*fstype), *flags, data)?;
         }
         Op::Sysfs { target } => {
             let t = ensure(root_fd, target, Kind::Dir)?;
-            let flags =
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
-            if let Err(e) = mount(
-                Some("sysfs"),
-                fd_path(&t).as_str(),
-                Some("sysfs"),
-                flags,
-                None::<&str>,
-            ) {
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
+            if let Err(e) = mount(Some("sysfs"), fd_path(&t).as_str(), Some("sysfs"), flags, None::<&str>) {
                 if e != Errno::EPERM && e != Errno::EACCES {
                     return Err(e.into());
                 }
@@ -292,13 +202,8 @@ fn apply_one(root: &Path, root_fd: &OwnedFd, op: &Op) -> Result<()> {
                 remount_ro(&t)?;
             }
         }
-        Op::Bind {
-            source,
-            target,
-            readonly,
-        } => {
-            let meta = std::fs::metadata(source)
-                .with_context(|| format!("stat `{}`", source.display()))?;
+        Op::Bind { source, target, readonly } => {
+            let meta = std::fs::metadata(source).with_context(|| format!("stat `{}`", source.display()))?;
             let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
             let t = ensure(root_fd, target, kind)?;
             mount(
@@ -328,26 +233,11 @@ fn apply_one(root: &Path, root_fd: &OwnedFd, op: &Op) -> Result<()> {
             };
             let is_dir = nix::sys::stat::fstat(&t)?.st_mode & libc::S_IFMT == libc::S_IFDIR;
             if is_dir {
-                let flags = MsFlags::MS_RDONLY
-                    | MsFlags::MS_NOSUID
-                    | MsFlags::MS_NODEV
-                    | MsFlags::MS_NOEXEC;
-                mount(
-                    Some("tmpfs"),
-                    fd_path(&t).as_str(),
-                    Some("tmpfs"),
-                    flags,
-                    Some("size=0"),
-                )?;
+                let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+                mount(Some("tmpfs"), fd_path(&t).as_str(), Some("tmpfs"), flags, Some("size=0"))?;
             } else {
                 let null = root.join("dev/null");
-                mount(
-                    Some(null.as_path()),
-                    fd_path(&t).as_str(),
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                )?;
+                mount(Some(null.as_path()), fd_path(&t).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
             }
         }
         Op::ReadOnly { target } => {
@@ -357,13 +247,7 @@ fn apply_one(root: &Path, root_fd: &OwnedFd, op: &Op) -> Result<()> {
                 Err(e) => return Err(e.into()),
             };
             let p = fd_path(&t);
-            mount(
-                Some(p.as_str()),
-                p.as_str(),
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )?;
+            mount(Some(p.as_str()), p.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
             remount_ro(&open_in_root(root_fd, target)?)?;
         }
         Op::Dir { target } => {
@@ -395,8 +279,7 @@ fn remount_ro(fd: &OwnedFd) -> Result<()> {
             flags |= ms_flag;
         }
     }
-    mount(None::<&str>, p.as_str(), None::<&str>, flags, None::<&str>)
-        .with_context(|| "remount read-only".to_string())
+    mount(None::<&str>, p.as_str(), None::<&str>, flags, None::<&str>).with_context(|| "remount read-only".to_string())
 }
 
 fn split(path: &str) -> Result<(&str, &str)> {
@@ -473,20 +356,16 @@ mod tests {
     fn cfg() -> ContainerConfig {
         let mut c = ContainerConfig::default();
         c.dirs.run = PathBuf::from("/run/user/1000/rl/containers/x");
-        c.security = Security {
-            mask_paths: true,
-            ..Default::default()
-        };
+        c.security = Security { mask_paths: true, ..Default::default() };
         c
     }
 
     fn targets(ops: &[Op]) -> Vec<String> {
         ops.iter()
             .map(|o| match o {
-                Op::Fs { target, .. }
-                | Op::Bind { target, .. }
-                | Op::Sysfs { target }
-                | Op::Dir { target } => target.clone(),
+                Op::Fs { target, .. } | Op::Bind { target, .. } | Op::Sysfs { target } | Op::Dir { target } => {
+                    target.clone()
+                }
                 Op::Symlink { link, .. } => link.clone(),
                 Op::Mask { target } => format!("mask:{target}"),
                 Op::ReadOnly { target } => format!("ro:{target}"),
@@ -498,11 +377,7 @@ mod tests {
     #[test]
     fn default_plan_order() {
         let t = targets(&plan(&cfg(), true));
-        let pos = |s: &str| {
-            t.iter()
-                .position(|x| x == s)
-                .unwrap_or_else(|| panic!("{s} missing in {t:?}"))
-        };
+        let pos = |s: &str| t.iter().position(|x| x == s).unwrap_or_else(|| panic!("{s} missing in {t:?}"));
         assert!(pos("/proc") < pos("mask:/proc/kcore"));
         assert!(pos("/dev") < pos("/dev/null") && pos("/dev/null") < pos("/dev/pts"));
         assert!(pos("/etc/hosts") > pos("/dev/mqueue"));
@@ -516,34 +391,18 @@ mod tests {
         let mut c = cfg();
         c.read_only = true;
         c.read_only_tmpfs = true;
-        c.mounts.push(MountSpec::Tmpfs {
-            target: "/data".into(),
-            options: "size=1m,noexec".into(),
-        });
+        c.mounts.push(MountSpec::Tmpfs { target: "/data".into(), options: "size=1m,noexec".into() });
         let ops = plan(&c, false);
         let t = targets(&ops);
         assert_eq!(t.last().unwrap(), "ro:/");
-        assert!(
-            t.contains(&"/tmp".into())
-                && t.contains(&"/var/tmp".into())
-                && t.contains(&"/run".into())
-        );
+        assert!(t.contains(&"/tmp".into()) && t.contains(&"/var/tmp".into()) && t.contains(&"/run".into()));
         let pts = ops.iter().find_map(|o| match o {
-            Op::Fs {
-                fstype: "devpts",
-                data,
-                ..
-            } => Some(data.clone()),
+            Op::Fs { fstype: "devpts", data, .. } => Some(data.clone()),
             _ => None,
         });
         assert!(!pts.unwrap().contains("gid=5"));
         let data = ops.iter().find_map(|o| match o {
-            Op::Fs {
-                target,
-                flags,
-                data,
-                ..
-            } if target == "/data" => Some((*flags, data.clone())),
+            Op::Fs { target, flags, data, .. } if target == "/data" => Some((*flags, data.clone())),
             _ => None,
         });
         let (flags, data) = data.unwrap();
@@ -554,9 +413,7 @@ mod tests {
     fn privileged_has_no_masks() {
         let mut c = cfg();
         c.security.mask_paths = false;
-        assert!(!plan(&c, true)
-            .iter()
-            .any(|o| matches!(o, Op::Mask { .. } | Op::ReadOnly { .. })));
+        assert!(!plan(&c, true).iter().any(|o| matches!(o, Op::Mask { .. } | Op::ReadOnly { .. })));
     }
 
     #[test]
@@ -568,17 +425,10 @@ mod tests {
         std::fs::create_dir_all(&outside).unwrap();
         // An absolute symlink in the image pointing at the host must resolve inside the rootfs.
         std::os::unix::fs::symlink(&outside, root.join("etc/evil")).unwrap();
-        let root_fd =
-            nix::fcntl::open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let root_fd = nix::fcntl::open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
         ensure(&root_fd, "/etc/evil/file", Kind::File).unwrap();
-        assert!(
-            std::fs::read_dir(&outside).unwrap().next().is_none(),
-            "created outside the root"
-        );
-        assert!(root
-            .join(outside.strip_prefix("/").unwrap())
-            .join("file")
-            .exists());
+        assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "created outside the root");
+        assert!(root.join(outside.strip_prefix("/").unwrap()).join("file").exists());
         ensure(&root_fd, "/a/b/c", Kind::Dir).unwrap();
         assert!(root.join("a/b/c").is_dir());
         std::fs::remove_dir_all(&base).unwrap();

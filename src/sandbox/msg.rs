@@ -35,16 +35,9 @@ pub enum Msg {
     Started { pid: i32 },
     /// Any stage → parent: setup failed; `code` is the exit status rl should end with, `problem`
     /// the known host problem behind it.
-    Failed {
-        message: String,
-        code: i32,
-        problem: Option<crate::hint::Problem>,
-    },
+    Failed { message: String, code: i32, problem: Option<crate::hint::Problem> },
     /// Stage 1 → parent: the container's PID 1 ended.
-    Exited {
-        code: Option<i32>,
-        signal: Option<i32>,
-    },
+    Exited { code: Option<i32>, signal: Option<i32> },
     /// Stage 1 → parent: a job other than Run finished.
     Done,
 }
@@ -78,8 +71,7 @@ impl Channel {
 
     /// Takes ownership of a raw inherited fd number, making it close-on-exec again.
     pub fn from_inherited(fd: RawFd) -> Result<Channel> {
-        let fd =
-            crate::sys::adopt_fd(fd).with_context(|| format!("adopt the sync socket (fd {fd})"))?;
+        let fd = crate::sys::adopt_fd(fd).with_context(|| format!("adopt the sync socket (fd {fd})"))?;
         Ok(Channel { fd })
     }
 
@@ -101,19 +93,10 @@ impl Channel {
         let len = (body.len() as u32).to_le_bytes();
         let iov = [IoSlice::new(&len), IoSlice::new(&body)];
         let fds = fd.map(|f| [f]);
-        let cmsg: Vec<ControlMessage> = fds
-            .as_ref()
-            .map(|f| vec![ControlMessage::ScmRights(f)])
-            .unwrap_or_default();
+        let cmsg: Vec<ControlMessage> = fds.as_ref().map(|f| vec![ControlMessage::ScmRights(f)]).unwrap_or_default();
         let total = len.len() + body.len();
-        let mut sent = socket::sendmsg::<()>(
-            self.fd.as_raw_fd(),
-            &iov,
-            &cmsg,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .context("send on the sync socket")?;
+        let mut sent = socket::sendmsg::<()>(self.fd.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+            .context("send on the sync socket")?;
         // A stream socket may take a frame in pieces; the fd went with the first one.
         let frame: Vec<u8> = len.iter().chain(body.iter()).copied().collect();
         while sent < total {
@@ -194,12 +177,7 @@ mod tests {
         let sender = {
             let big = big.clone();
             std::thread::spawn(move || {
-                a.send(&Msg::Failed {
-                    message: big,
-                    code: 125,
-                    problem: None,
-                })
-                .unwrap();
+                a.send(&Msg::Failed { message: big, code: 125, problem: None }).unwrap();
                 drop(a);
             })
         };
@@ -207,9 +185,7 @@ mod tests {
         let (m, fd) = b.recv_fd().unwrap().unwrap();
         assert!(matches!(m, Msg::PtyMaster) && fd.is_some());
         match b.recv().unwrap() {
-            Some(Msg::Failed {
-                message, code: 125, ..
-            }) => assert_eq!(message, big),
+            Some(Msg::Failed { message, code: 125, .. }) => assert_eq!(message, big),
             other => panic!("{other:?}"),
         }
         assert!(b.recv().unwrap().is_none());

@@ -26,15 +26,11 @@ use crate::userns::MapPlan;
 
 /// A sealed, executable in-memory copy of the running rl binary.
 fn sealed_exe() -> Result<File> {
-    let fd = memfd_create(c"rl", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
-        .context("memfd_create")?;
+    let fd = memfd_create(c"rl", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).context("memfd_create")?;
     let mut memfd = File::from(fd);
     let mut exe = File::open("/proc/self/exe").context("open /proc/self/exe")?;
     std::io::copy(&mut exe, &mut memfd).context("copy rl into a memfd")?;
-    let seals = SealFlag::F_SEAL_SEAL
-        | SealFlag::F_SEAL_SHRINK
-        | SealFlag::F_SEAL_GROW
-        | SealFlag::F_SEAL_WRITE;
+    let seals = SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
     fcntl(&memfd, FcntlArg::F_ADD_SEALS(seals)).context("seal the rl memfd")?;
     Ok(memfd)
 }
@@ -65,32 +61,36 @@ impl Stage1 {
         drop(theirs);
         drop(exe);
         let stage = Stage1 { child, chan: ours };
-        stage.chan.send(&Msg::Job(job))?;
-        match stage.expect_msg()? {
-            Msg::MapRequest => {}
-            other => return Err(stage.fail(other)),
-        }
         let pid = Pid::from_raw(stage.child.id() as i32);
-        plan.apply(pid)?;
-        stage.chan.send(&Msg::MapDone)?;
-        Ok(stage)
+        let mapped = (|| {
+            stage.chan.send(&Msg::Job(job))?;
+            match stage.expect_msg()? {
+                Msg::MapRequest => {}
+                other => return Err(stage.fail(other)),
+            }
+            plan.apply(pid)?;
+            stage.chan.send(&Msg::MapDone)
+        })();
+        match mapped {
+            Ok(()) => Ok(stage),
+            Err(e) => {
+                stage.reap();
+                Err(e)
+            }
+        }
     }
 
     /// The next message; the peer closing first is an error.
     pub fn expect_msg(&self) -> Result<Msg> {
-        self.chan
-            .recv()?
-            .ok_or_else(|| anyhow!("the stage-1 process exited unexpectedly"))
+        self.chan.recv()?.ok_or_else(|| anyhow!("the stage-1 process exited unexpectedly"))
     }
 
     /// Turns an unexpected or failure message into the error to report.
     pub fn fail(&self, msg: Msg) -> anyhow::Error {
         match msg {
-            Msg::Failed {
-                message,
-                code,
-                problem: Some(p),
-            } if code == crate::hint::EXIT_RL_FAILED => hinted(p, message),
+            Msg::Failed { message, code, problem: Some(p) } if code == crate::hint::EXIT_RL_FAILED => {
+                hinted(p, message)
+            }
             Msg::Failed { message, code, .. } => ExitStatus { code, message }.into(),
             other => anyhow!("the stage-1 process sent an unexpected {other:?}"),
         }
@@ -117,13 +117,7 @@ pub fn wait_started(stage: Stage1) -> Result<Running> {
         let got = stage.chan.recv_fd()?;
         match got {
             Some((Msg::PtyMaster, fd)) => pty = fd,
-            Some((Msg::Started { pid }, _)) => {
-                return Ok(Running {
-                    stage,
-                    pid: Pid::from_raw(pid),
-                    pty,
-                })
-            }
+            Some((Msg::Started { pid }, _)) => return Ok(Running { stage, pid: Pid::from_raw(pid), pty }),
             Some((other, _)) => {
                 let err = stage.fail(other);
                 stage.reap();

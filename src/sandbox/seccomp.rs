@@ -29,8 +29,8 @@ use std::mem::offset_of;
 
 use anyhow::{bail, Context, Result};
 use seccompiler::{
-    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 
 #[path = "seccomp_table.rs"]
@@ -133,9 +133,9 @@ fn plan(caps: &[u8]) -> Result<BTreeMap<&'static str, Verdict>> {
                     Verdict::AllowIf(sets)
                 }
                 (None, Action::Errno(errno), []) => Verdict::Errno(errno),
-                (earlier, action, _) => bail!(
-                    "seccomp table: `{name}` has conflicting rules ({earlier:?}, then {action:?})"
-                ),
+                (earlier, action, _) => {
+                    bail!("seccomp table: `{name}` has conflicting rules ({earlier:?}, then {action:?})")
+                }
             };
             plan.insert(name, verdict);
         }
@@ -159,35 +159,22 @@ fn compile(arch: Arch, plan: &BTreeMap<&'static str, Verdict>) -> Result<BpfProg
                 allowed.insert(nr.into(), Vec::new());
             }
             Verdict::AllowIf(sets) => {
-                let rules = sets
-                    .iter()
-                    .map(|args| seccomp_rule(args))
-                    .collect::<Result<_>>();
-                allowed.insert(
-                    nr.into(),
-                    rules.with_context(|| format!("seccomp rule for `{name}`"))?,
-                );
+                let rules = sets.iter().map(|args| seccomp_rule(args)).collect::<Result<_>>();
+                allowed.insert(nr.into(), rules.with_context(|| format!("seccomp rule for `{name}`"))?);
             }
             Verdict::Errno(errno) => errnos.push((nr, *errno)),
         }
     }
 
-    let allowlist = SeccompFilter::new(
-        allowed,
-        SeccompAction::Errno(libc::EPERM as u32),
-        SeccompAction::Allow,
-        arch.target(),
-    )
-    .and_then(BpfProgram::try_from)
-    .context("compile seccomp filter")?;
+    let allowlist =
+        SeccompFilter::new(allowed, SeccompAction::Errno(libc::EPERM as u32), SeccompAction::Allow, arch.target())
+            .and_then(BpfProgram::try_from)
+            .context("compile seccomp filter")?;
 
     let mut prog = errno_prefix(arch, &errnos);
     prog.extend(allowlist);
     if prog.len() > BPF_MAXINSNS {
-        bail!(
-            "compile seccomp filter: {} instructions, the kernel takes at most {BPF_MAXINSNS}",
-            prog.len()
-        );
+        bail!("compile seccomp filter: {} instructions, the kernel takes at most {BPF_MAXINSNS}", prog.len());
     }
     Ok(prog)
 }
@@ -260,20 +247,11 @@ mod tests {
         for pair in NUMBERS.windows(2) {
             assert!(pair[0].0 < pair[1].0, "NUMBERS not sorted at {}", pair[1].0);
         }
-        let named: BTreeSet<_> = RULES
-            .iter()
-            .flat_map(|rule| rule.names.iter().copied())
-            .collect();
+        let named: BTreeSet<_> = RULES.iter().flat_map(|rule| rule.names.iter().copied()).collect();
         let numbered: BTreeSet<_> = NUMBERS.iter().map(|row| row.0).collect();
-        assert_eq!(
-            named, numbered,
-            "every rule name needs a number row and vice versa"
-        );
+        assert_eq!(named, numbered, "every rule name needs a number row and vice versa");
         for (name, x86_64, aarch64) in NUMBERS {
-            assert!(
-                *x86_64 != NONE || *aarch64 != NONE,
-                "`{name}` exists nowhere"
-            );
+            assert!(*x86_64 != NONE || *aarch64 != NONE, "`{name}` exists nowhere");
         }
     }
 
@@ -322,42 +300,20 @@ mod tests {
             "fsopen",
             "move_mount",
         ] {
-            assert!(
-                !plan.contains_key(name),
-                "`{name}` must get EPERM by default"
-            );
+            assert!(!plan.contains_key(name), "`{name}` must get EPERM by default");
         }
-        for name in [
-            "read",
-            "execve",
-            "close_range",
-            "chroot",
-            "ptrace",
-            "name_to_handle_at",
-        ] {
+        for name in ["read", "execve", "close_range", "chroot", "ptrace", "name_to_handle_at"] {
             assert_eq!(plan.get(name), Some(&Verdict::Allow), "{name}");
         }
         assert_eq!(plan["clone3"], Verdict::Errno(libc::ENOSYS));
-        let Verdict::AllowIf(clone) = &plan["clone"] else {
-            panic!("clone: {:?}", plan["clone"])
-        };
+        let Verdict::AllowIf(clone) = &plan["clone"] else { panic!("clone: {:?}", plan["clone"]) };
         assert_eq!(clone.len(), 1);
-        assert_eq!(
-            clone[0][0].op,
-            Op::MaskedEq {
-                mask: 0x7e02_0000,
-                value: 0
-            }
-        );
-        let Verdict::AllowIf(personality) = &plan["personality"] else {
-            panic!()
-        };
+        assert_eq!(clone[0][0].op, Op::MaskedEq { mask: 0x7e02_0000, value: 0 });
+        let Verdict::AllowIf(personality) = &plan["personality"] else { panic!() };
         let values: Vec<_> = personality.iter().map(|args| args[0].op).collect();
         let expected = [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff].map(Op::Eq);
         assert_eq!(values, expected);
-        let Verdict::AllowIf(socket) = &plan["socket"] else {
-            panic!()
-        };
+        let Verdict::AllowIf(socket) = &plan["socket"] else { panic!() };
         assert_eq!(socket.len(), 3);
     }
 
@@ -388,10 +344,7 @@ mod tests {
             ),
             (CAP_DAC_READ_SEARCH, &["open_by_handle_at"]),
             (CAP_SYS_BOOT, &["reboot"]),
-            (
-                CAP_SYS_MODULE,
-                &["init_module", "finit_module", "delete_module"],
-            ),
+            (CAP_SYS_MODULE, &["init_module", "finit_module", "delete_module"]),
             (CAP_SYS_PACCT, &["acct"]),
             (CAP_SYS_PTRACE, &["kcmp", "pidfd_getfd", "process_madvise"]),
             (CAP_SYS_RAWIO, &["iopl", "ioperm"]),
@@ -406,28 +359,13 @@ mod tests {
         for &(cap, names) in cases {
             let with_cap = plan(&[cap]).unwrap();
             for name in names {
-                assert_eq!(
-                    with_cap.get(name),
-                    Some(&Verdict::Allow),
-                    "{name} with cap {cap}"
-                );
-                assert_ne!(
-                    without.get(name),
-                    Some(&Verdict::Allow),
-                    "{name} without caps"
-                );
+                assert_eq!(with_cap.get(name), Some(&Verdict::Allow), "{name} with cap {cap}");
+                assert_ne!(without.get(name), Some(&Verdict::Allow), "{name} without caps");
             }
         }
         // Not even CAP_SYS_ADMIN opens these: Docker never lists them.
         let all = plan(&(0..=40).collect::<Vec<_>>()).unwrap();
-        for name in [
-            "keyctl",
-            "add_key",
-            "request_key",
-            "pivot_root",
-            "userfaultfd",
-            "kexec_load",
-        ] {
+        for name in ["keyctl", "add_key", "request_key", "pivot_root", "userfaultfd", "kexec_load"] {
             assert!(!all.contains_key(name), "{name}");
         }
     }
@@ -441,11 +379,7 @@ mod tests {
         for arch in [Arch::X86_64, Arch::Aarch64] {
             for caps in &sets {
                 let prog = compile(arch, &plan(caps).unwrap()).unwrap();
-                assert!(
-                    prog.len() <= BPF_MAXINSNS,
-                    "{arch:?} {caps:?}: {}",
-                    prog.len()
-                );
+                assert!(prog.len() <= BPF_MAXINSNS, "{arch:?} {caps:?}: {}", prog.len());
             }
         }
         assert!(Arch::Aarch64.number("open").is_none());
@@ -461,16 +395,12 @@ mod tests {
     /// Runs `syscall(nr, args…)` in a fresh perl and returns its errno, or 0 on success.
     /// Spawning goes through glibc's posix_spawn, which tries clone3 first.
     fn errno_of(nr: i64, args: &[i64]) -> std::io::Result<i32> {
-        let script =
-            "my @a = map { $_ + 0 } @ARGV; print syscall($a[0], @a[1..$#a]) == -1 ? $! + 0 : 0";
+        let script = "my @a = map { $_ + 0 } @ARGV; print syscall($a[0], @a[1..$#a]) == -1 ? $! + 0 : 0";
         let out = std::process::Command::new("perl")
             .args(["-e", script, &nr.to_string()])
             .args(args.iter().map(i64::to_string))
             .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("perl output"))
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse().expect("perl output"))
     }
 
     /// Whether perl can probe syscalls here (perl-base is Essential on Debian, but not
@@ -509,36 +439,25 @@ mod tests {
         if perl {
             assert_eq!(errno_of(libc::SYS_clone3, &[0, 0]).unwrap(), libc::EINVAL);
         }
-        let unshare_cmd = || {
-            std::process::Command::new("unshare")
-                .args(["-U", "true"])
-                .stderr(std::process::Stdio::null())
-                .status()
-        };
+        let unshare_cmd =
+            || std::process::Command::new("unshare").args(["-U", "true"]).stderr(std::process::Stdio::null()).status();
         let unshare_works = unshare_cmd().is_ok_and(|status| status.success());
 
         in_filtered_thread(DOCKER_CAPS.to_vec(), move || {
             assert_eq!(unshare(CloneFlags::CLONE_NEWUSER), Err(Errno::EPERM));
             assert!(nix::unistd::getpid().as_raw() > 0);
             if perl {
-                let probe = |nr, args: &[i64]| {
-                    errno_of(nr, args).expect("spawn perl (clone3 must give ENOSYS, not EPERM)")
-                };
+                let probe =
+                    |nr, args: &[i64]| errno_of(nr, args).expect("spawn perl (clone3 must give ENOSYS, not EPERM)");
                 assert_eq!(probe(libc::SYS_clone3, &[0, 0]), libc::ENOSYS);
                 // keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0)
                 assert_eq!(probe(libc::SYS_keyctl, &[0, -3, 0]), libc::EPERM);
-                assert_eq!(
-                    probe(libc::SYS_unshare, &[libc::CLONE_NEWUSER.into()]),
-                    libc::EPERM
-                );
+                assert_eq!(probe(libc::SYS_unshare, &[libc::CLONE_NEWUSER.into()]), libc::EPERM);
                 assert_eq!(probe(libc::SYS_personality, &[0xffff_ffff]), 0);
                 // ADDR_NO_RANDOMIZE
                 assert_eq!(probe(libc::SYS_personality, &[0x0004_0000]), libc::EPERM);
                 assert_eq!(probe(libc::SYS_socket, &[libc::AF_UNIX.into(), 1, 0]), 0);
-                assert_eq!(
-                    probe(libc::SYS_socket, &[libc::AF_VSOCK.into(), 1, 0]),
-                    libc::EPERM
-                );
+                assert_eq!(probe(libc::SYS_socket, &[libc::AF_VSOCK.into(), 1, 0]), libc::EPERM);
                 // AF_ALG with junk in the high bits: the kernel reads an int.
                 assert_eq!(probe(libc::SYS_socket, &[0x1_0000_0026, 5, 0]), libc::EPERM);
             }
@@ -562,10 +481,7 @@ mod tests {
             assert_eq!(unshare(CloneFlags::CLONE_NEWUSER), Err(Errno::EINVAL));
             if perl {
                 assert_eq!(errno_of(libc::SYS_clone3, &[0, 0]).unwrap(), libc::EINVAL);
-                assert_eq!(
-                    errno_of(libc::SYS_keyctl, &[0, -3, 0]).unwrap(),
-                    libc::EPERM
-                );
+                assert_eq!(errno_of(libc::SYS_keyctl, &[0, -3, 0]).unwrap(), libc::EPERM);
             }
         });
     }

@@ -82,30 +82,15 @@ pub(super) struct Rule {
 }
 
 const fn allow(names: &'static [&'static str]) -> Rule {
-    Rule {
-        names,
-        when: When::Always,
-        action: Action::Allow,
-        args: &[],
-    }
+    Rule { names, when: When::Always, action: Action::Allow, args: &[] }
 }
 
 const fn allow_with(cap: u8, names: &'static [&'static str]) -> Rule {
-    Rule {
-        names,
-        when: When::Cap(cap),
-        action: Action::Allow,
-        args: &[],
-    }
+    Rule { names, when: When::Cap(cap), action: Action::Allow, args: &[] }
 }
 
 const fn allow_if(names: &'static [&'static str], args: &'static [Arg]) -> Rule {
-    Rule {
-        names,
-        when: When::Always,
-        action: Action::Allow,
-        args,
-    }
+    Rule { names, when: When::Always, action: Action::Allow, args }
 }
 
 /// Docker's profile in its own order. A syscall may appear in several rules; it is allowed when

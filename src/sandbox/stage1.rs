@@ -23,7 +23,7 @@ use nix::unistd::{self, ForkResult, Gid, Pid, Uid};
 use super::msg::{Channel, Job, Msg};
 use super::{init, remove_tree};
 use crate::config::ContainerConfig;
-use crate::hint::{UsernsFacts, EXIT_RL_FAILED};
+use crate::hint::{Hinted, UsernsFacts, EXIT_RL_FAILED};
 use crate::{network, rootfs, sys};
 
 /// The fd number the parent hands the sync socket on.
@@ -35,6 +35,7 @@ pub fn main() -> i32 {
         eprintln!("Error: rl __stage1 is internal: run `rl run` instead");
         return EXIT_RL_FAILED;
     };
+    let _ = nix::sys::prctl::set_name(c"rl-stage1");
     // SIGTERM is the parent-death signal: keep it (and SIGCHLD) for the wait loop's signalfd.
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
@@ -45,22 +46,17 @@ pub fn main() -> i32 {
     match stage1(&chan, mask) {
         Ok(()) => 0,
         Err(e) => {
-            let errno = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<nix::errno::Errno>())
-                .copied();
-            let problem = errno.and_then(|n| UsernsFacts::read().explain(n));
-            let _ = chan.send(&Msg::Failed {
-                message: format!("{e:#}"),
-                code: EXIT_RL_FAILED,
-                problem,
-            });
+            let errno = e.chain().find_map(|c| c.downcast_ref::<nix::errno::Errno>()).copied();
+            let known = e.chain().find_map(|c| c.downcast_ref::<Hinted>()).map(|h| h.problem);
+            let problem = known.or_else(|| errno.and_then(|n| UsernsFacts::read().explain(n)));
+            let _ = chan.send(&Msg::Failed { message: format!("{e:#}"), code: EXIT_RL_FAILED, problem });
             EXIT_RL_FAILED
         }
     }
 }
 
 fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
+    let parent = unistd::getppid();
     let job = match chan.recv()? {
         Some(Msg::Job(job)) => job,
         Some(other) => bail!("sync socket: expected a job, got {other:?}"),
@@ -73,12 +69,19 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
         // The parent reports its own failure to write the maps.
         _ => return Ok(()),
     }
-    let root_gid = Gid::from_raw(0);
-    let root_uid = Uid::from_raw(0);
-    unistd::setresgid(root_gid, root_gid, root_gid)
-        .context("become root in the user namespace (gid)")?;
-    unistd::setresuid(root_uid, root_uid, root_uid)
-        .context("become root in the user namespace (uid)")?;
+    // Become root of the namespace where root is mapped (keep-id without subordinate ids maps
+    // only the user's own id); the capabilities of a fresh namespace are ours either way.
+    if root_mapped() {
+        let root_gid = Gid::from_raw(0);
+        let root_uid = Uid::from_raw(0);
+        unistd::setresgid(root_gid, root_gid, root_gid).context("become root in the user namespace (gid)")?;
+        unistd::setresuid(root_uid, root_uid, root_uid).context("become root in the user namespace (uid)")?;
+    }
+    // Changing credentials cleared the parent-death signal the parent set before exec.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).context("set the parent-death signal")?;
+    if unistd::getppid() != parent {
+        return Ok(());
+    }
     match job {
         Job::Run(cfg) => run(chan, &cfg, mask),
         Job::RemoveTree(path) => {
@@ -88,16 +91,17 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
     }
 }
 
+/// Whether uid 0 of our user namespace maps to a host id.
+fn root_mapped() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.lines().any(|l| l.split_whitespace().next() == Some("0")))
+        .unwrap_or(false)
+}
+
 fn run(chan: &Channel, cfg: &ContainerConfig, mask: SigSet) -> Result<()> {
     unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .context("make mounts private")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("make mounts private")?;
     let rootfs = rootfs::mount(&cfg.dirs, cfg.overlay)?;
     let result = run_mounted(chan, cfg, mask);
     let unmounted = rootfs.unmount(&cfg.dirs.merged);
@@ -131,13 +135,8 @@ fn run_mounted(chan: &Channel, cfg: &ContainerConfig, mask: SigSet) -> Result<Ms
     )
     .context("unshare uts, ipc, net, cgroup and pid namespaces")?;
     network::setup(cfg)?;
-    let seccomp = if cfg.security.seccomp {
-        Some(super::seccomp::default_filter(&cfg.security.caps)?)
-    } else {
-        None
-    };
-    let (report_r, report_w) =
-        unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the report pipe")?;
+    let seccomp = if cfg.security.seccomp { Some(super::seccomp::default_filter(&cfg.security.caps)?) } else { None };
+    let (report_r, report_w) = unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the report pipe")?;
     let pid = match sys::fork().context("fork the container init")? {
         ForkResult::Child => {
             drop(report_r);
@@ -148,9 +147,7 @@ fn run_mounted(chan: &Channel, cfg: &ContainerConfig, mask: SigSet) -> Result<Ms
     drop(report_w);
     // The pipe closes on exec (EOF) or carries the init's one failure message.
     let mut report = Vec::new();
-    std::fs::File::from(report_r)
-        .read_to_end(&mut report)
-        .context("read the init's report")?;
+    std::fs::File::from(report_r).read_to_end(&mut report).context("read the init's report")?;
     if !report.is_empty() {
         let status = wait_exit(pid);
         let msg: Msg = serde_json::from_slice(&report).unwrap_or(Msg::Failed {
@@ -160,16 +157,9 @@ fn run_mounted(chan: &Channel, cfg: &ContainerConfig, mask: SigSet) -> Result<Ms
         });
         // An exec failure keeps the init's exit status (126/127).
         return Ok(match (msg, status) {
-            (
-                Msg::Failed {
-                    message, problem, ..
-                },
-                Msg::Exited { code: Some(c), .. },
-            ) => Msg::Failed {
-                message,
-                code: c,
-                problem,
-            },
+            (Msg::Failed { message, problem, .. }, Msg::Exited { code: Some(c), .. }) => {
+                Msg::Failed { message, code: c, problem }
+            }
             (m, _) => m,
         });
     }
@@ -179,14 +169,8 @@ fn run_mounted(chan: &Channel, cfg: &ContainerConfig, mask: SigSet) -> Result<Ms
 
 fn exit_msg(status: WaitStatus) -> Option<Msg> {
     match status {
-        WaitStatus::Exited(_, code) => Some(Msg::Exited {
-            code: Some(code),
-            signal: None,
-        }),
-        WaitStatus::Signaled(_, sig, _) => Some(Msg::Exited {
-            code: None,
-            signal: Some(sig as i32),
-        }),
+        WaitStatus::Exited(_, code) => Some(Msg::Exited { code: Some(code), signal: None }),
+        WaitStatus::Signaled(_, sig, _) => Some(Msg::Exited { code: None, signal: Some(sig as i32) }),
         _ => None,
     }
 }
@@ -200,25 +184,16 @@ fn wait_exit(pid: Pid) -> Msg {
                 }
             }
             Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => {
-                return Msg::Exited {
-                    code: None,
-                    signal: None,
-                }
-            }
+            Err(_) => return Msg::Exited { code: None, signal: None },
         }
     }
 }
 
 /// Waits for the init, killing it if the parent dies (SIGTERM, our parent-death signal).
 fn wait_loop(pid: Pid, mask: SigSet) -> Result<Msg> {
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .context("create signalfd")?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("create signalfd")?;
     loop {
-        if let Some(m) = waitpid(pid, Some(WaitPidFlag::WNOHANG))
-            .ok()
-            .and_then(exit_msg)
-        {
+        if let Some(m) = waitpid(pid, Some(WaitPidFlag::WNOHANG)).ok().and_then(exit_msg) {
             return Ok(m);
         }
         let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];

@@ -28,12 +28,7 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = Passwd<'_>> {
         if f.len() < 7 {
             return None;
         }
-        Some(Passwd {
-            name: f[0],
-            uid: f[2].parse().ok()?,
-            gid: f[3].parse().ok()?,
-            home: f[5],
-        })
+        Some(Passwd { name: f[0], uid: f[2].parse().ok()?, gid: f[3].parse().ok()?, home: f[5] })
     })
 }
 
@@ -95,44 +90,26 @@ pub fn resolve(spec: &str, group_add: &[String], passwd: &str, group: &str) -> R
         }
     }
     let home = entry.as_ref().map_or("/", |p| p.home);
-    Ok(Resolved {
-        uid,
-        gid,
-        groups,
-        home: if home.is_empty() {
-            "/".into()
-        } else {
-            home.into()
-        },
-    })
+    Ok(Resolved { uid, gid, groups, home: if home.is_empty() { "/".into() } else { home.into() } })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const PASSWD: &str =
-        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nbroken\n";
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nbroken\n";
     const GROUP: &str = "root:x:0:\nwheel:x:10:user\nuser:x:1000:\naudio:x:29:user,other\n";
 
     #[test]
     fn table() {
-        let r = |uid, gid, groups: &[u32], home: &str| Resolved {
-            uid,
-            gid,
-            groups: groups.to_vec(),
-            home: home.into(),
-        };
+        let r =
+            |uid, gid, groups: &[u32], home: &str| Resolved { uid, gid, groups: groups.to_vec(), home: home.into() };
         let cases: Vec<(&str, Vec<String>, Resolved)> = vec![
             ("", vec![], r(0, 0, &[], "/root")),
             ("user", vec![], r(1000, 1000, &[10, 29], "/home/user")),
             ("1000", vec![], r(1000, 1000, &[10, 29], "/home/user")),
             ("1000:29", vec![], r(1000, 29, &[10, 29], "/home/user")),
-            (
-                "user:wheel",
-                vec!["audio".into(), "7".into()],
-                r(1000, 10, &[10, 29, 7], "/home/user"),
-            ),
+            ("user:wheel", vec!["audio".into(), "7".into()], r(1000, 10, &[10, 29, 7], "/home/user")),
             ("4242", vec![], r(4242, 0, &[], "/")),
             ("4242:4343", vec![], r(4242, 4343, &[], "/")),
         ];

@@ -23,20 +23,14 @@ pub struct Paths {
 impl Paths {
     /// Resolves the locations from the global options and the environment.
     pub fn resolve(root: Option<PathBuf>, runroot: Option<PathBuf>) -> Result<Paths> {
-        let env = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let root = match root.or_else(|| env("RL_ROOT")) {
             Some(r) => r,
             None => match env("XDG_DATA_HOME") {
                 Some(d) => d.join("rl"),
                 None => match env("HOME") {
                     Some(h) => h.join(".local/share/rl"),
-                    None => bail!(
-                        "locate the store: neither --root, RL_ROOT, XDG_DATA_HOME nor HOME is set"
-                    ),
+                    None => bail!("locate the store: neither --root, RL_ROOT, XDG_DATA_HOME nor HOME is set"),
                 },
             },
         };
@@ -47,10 +41,7 @@ impl Paths {
                 None => fallback_runtime_dir()?,
             },
         };
-        let paths = Paths {
-            root: absolute(root)?,
-            runroot: absolute(runroot)?,
-        };
+        let paths = Paths { root: absolute(root)?, runroot: absolute(runroot)? };
         private_dir(&paths.root)?;
         private_dir(&paths.runroot)?;
         Ok(paths)
@@ -81,9 +72,7 @@ fn absolute(p: PathBuf) -> Result<PathBuf> {
     if p.is_absolute() {
         return Ok(p);
     }
-    Ok(std::env::current_dir()
-        .context("read the current directory")?
-        .join(p))
+    Ok(std::env::current_dir().context("read the current directory")?.join(p))
 }
 
 /// Creates `dir` (and parents) if needed and makes sure it is 0700 and ours.
@@ -96,11 +85,7 @@ pub fn private_dir(dir: &Path) -> Result<()> {
     let meta = fs::metadata(dir).with_context(|| format!("stat `{}`", dir.display()))?;
     let uid = nix::unistd::geteuid().as_raw();
     if meta.uid() != uid {
-        bail!(
-            "use `{}`: owned by uid {}, not by you (uid {uid})",
-            dir.display(),
-            meta.uid()
-        );
+        bail!("use `{}`: owned by uid {}, not by you (uid {uid})", dir.display(), meta.uid());
     }
     if meta.mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
@@ -113,10 +98,7 @@ pub fn private_dir(dir: &Path) -> Result<()> {
 fn fallback_runtime_dir() -> Result<PathBuf> {
     let uid = nix::unistd::geteuid().as_raw();
     let dir = std::env::temp_dir().join(format!("rl-run-{uid}"));
-    eprintln!(
-        "note: XDG_RUNTIME_DIR is not set; using the private directory `{}` for runtime files",
-        dir.display()
-    );
+    eprintln!("note: XDG_RUNTIME_DIR is not set; using the private directory `{}` for runtime files", dir.display());
     Ok(dir)
 }
 

@@ -52,11 +52,7 @@ impl MapPlan {
             UsernsMode::Root => 0,
             UsernsMode::KeepId => id,
         };
-        let mut maps = vec![IdMapping {
-            inside: own,
-            outside: id,
-            count: 1,
-        }];
+        let mut maps = vec![IdMapping { inside: own, outside: id, count: 1 }];
         // Fill the inside ids 0.. from the ranges, skipping the one the user's own id took.
         let mut next_inside = 0u32;
         for r in ranges {
@@ -68,20 +64,12 @@ impl MapPlan {
                     continue;
                 }
                 // A run stops just before the user's own inside id.
-                let room = if next_inside < own {
-                    own - next_inside
-                } else {
-                    u32::MAX - next_inside
-                };
+                let room = if next_inside < own { own - next_inside } else { u32::MAX - next_inside };
                 let n = left.min(room);
                 if n == 0 {
                     break;
                 }
-                maps.push(IdMapping {
-                    inside: next_inside,
-                    outside,
-                    count: n,
-                });
+                maps.push(IdMapping { inside: next_inside, outside, count: n });
                 next_inside += n;
                 outside += n;
                 left -= n;
@@ -93,51 +81,29 @@ impl MapPlan {
 
     /// The plan for a user (`uid`, `gid`) with the given subordinate ranges. Both kinds of range
     /// are needed for the helpers; with either missing, a single-id map.
-    pub fn new(
-        mode: UsernsMode,
-        uid: u32,
-        gid: u32,
-        subuids: &[SubRange],
-        subgids: &[SubRange],
-    ) -> MapPlan {
+    pub fn new(mode: UsernsMode, uid: u32, gid: u32, subuids: &[SubRange], subgids: &[SubRange]) -> MapPlan {
         if subuids.is_empty() || subgids.is_empty() {
             let own = |id| match mode {
                 UsernsMode::Root => 0,
                 UsernsMode::KeepId => id,
             };
             return MapPlan {
-                uid: vec![IdMapping {
-                    inside: own(uid),
-                    outside: uid,
-                    count: 1,
-                }],
-                gid: vec![IdMapping {
-                    inside: own(gid),
-                    outside: gid,
-                    count: 1,
-                }],
+                uid: vec![IdMapping { inside: own(uid), outside: uid, count: 1 }],
+                gid: vec![IdMapping { inside: own(gid), outside: gid, count: 1 }],
                 helpers: false,
             };
         }
-        MapPlan {
-            uid: Self::one(mode, uid, subuids),
-            gid: Self::one(mode, gid, subgids),
-            helpers: true,
-        }
+        MapPlan { uid: Self::one(mode, uid, subuids), gid: Self::one(mode, gid, subgids), helpers: true }
     }
 
     /// Whether `id` has a mapping in the gid map (devpts `gid=5` needs the tty group).
     pub fn gid_mapped(&self, id: u32) -> bool {
-        self.gid
-            .iter()
-            .any(|m| id >= m.inside && id - m.inside < m.count)
+        self.gid.iter().any(|m| id >= m.inside && id - m.inside < m.count)
     }
 
     /// Whether `id` has a mapping in the uid map.
     pub fn uid_mapped(&self, id: u32) -> bool {
-        self.uid
-            .iter()
-            .any(|m| id >= m.inside && id - m.inside < m.count)
+        self.uid.iter().any(|m| id >= m.inside && id - m.inside < m.count)
     }
 
     /// Writes both maps for the process `pid`, which must have unshared its user namespace.
@@ -145,8 +111,7 @@ impl MapPlan {
         if !self.helpers {
             let proc = PathBuf::from(format!("/proc/{pid}"));
             let write = |file: &str, text: String| {
-                fs::write(proc.join(file), text)
-                    .with_context(|| format!("write `/proc/{pid}/{file}`"))
+                fs::write(proc.join(file), text).with_context(|| format!("write `/proc/{pid}/{file}`"))
             };
             write("setgroups", "deny".into())?;
             write("uid_map", format_map(&self.uid))?;
@@ -165,17 +130,12 @@ impl MapPlan {
 }
 
 fn format_map(maps: &[IdMapping]) -> String {
-    maps.iter()
-        .map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count))
-        .collect()
+    maps.iter().map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count)).collect()
 }
 
 fn find_helper(name: &str) -> Result<PathBuf> {
     which::which(name).map_err(|_| {
-        hinted(
-            Problem::NewuidmapMissing,
-            format!("find `{name}`: not found in PATH (needed to map subordinate ids)"),
-        )
+        hinted(Problem::NewuidmapMissing, format!("find `{name}`: not found in PATH (needed to map subordinate ids)"))
     })
 }
 
@@ -183,37 +143,23 @@ fn spawn_helper(path: &Path, pid: Pid, maps: &[IdMapping]) -> Result<std::proces
     let mut cmd = Command::new(path);
     cmd.arg(pid.to_string());
     for m in maps {
-        cmd.args([
-            m.inside.to_string(),
-            m.outside.to_string(),
-            m.count.to_string(),
-        ]);
+        cmd.args([m.inside.to_string(), m.outside.to_string(), m.count.to_string()]);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd.spawn()
-        .with_context(|| format!("run `{}`", path.display()))
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.spawn().with_context(|| format!("run `{}`", path.display()))
 }
 
 fn finish_helper(path: &Path, child: std::process::Child) -> Result<()> {
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("wait for `{}`", path.display()))?;
+    let out = child.wait_with_output().with_context(|| format!("wait for `{}`", path.display()))?;
     if out.status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&out.stderr)
-        .trim()
-        .replace('\n', "; ");
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ");
     let msg = format!("run `{}`: {} ({})", path.display(), stderr, out.status);
     if !privileged_helper(path) {
         return Err(hinted(
             Problem::NewuidmapNotSetuid,
-            format!(
-                "{msg}; `{}` is neither setuid root nor has file capabilities",
-                path.display()
-            ),
+            format!("{msg}; `{}` is neither setuid root nor has file capabilities", path.display()),
         ));
     }
     Err(anyhow!(msg))
@@ -233,59 +179,18 @@ mod tests {
     use super::*;
 
     fn m(inside: u32, outside: u32, count: u32) -> IdMapping {
-        IdMapping {
-            inside,
-            outside,
-            count,
-        }
+        IdMapping { inside, outside, count }
     }
 
     #[test]
     fn plans() {
-        let sub = [SubRange {
-            start: 100000,
-            count: 65536,
-        }];
-        let two = [
-            SubRange {
-                start: 100000,
-                count: 10,
-            },
-            SubRange {
-                start: 200000,
-                count: 5,
-            },
-        ];
+        let sub = [SubRange { start: 100000, count: 65536 }];
+        let two = [SubRange { start: 100000, count: 10 }, SubRange { start: 200000, count: 5 }];
         let cases: Vec<(UsernsMode, u32, &[SubRange], Vec<IdMapping>)> = vec![
-            (
-                UsernsMode::Root,
-                1000,
-                &sub,
-                vec![m(0, 1000, 1), m(1, 100000, 65536)],
-            ),
-            (
-                UsernsMode::KeepId,
-                1000,
-                &sub,
-                vec![m(0, 100000, 1000), m(1000, 1000, 1), m(1001, 101000, 64536)],
-            ),
-            (
-                UsernsMode::Root,
-                1000,
-                &two,
-                vec![m(0, 1000, 1), m(1, 100000, 10), m(11, 200000, 5)],
-            ),
-            (
-                UsernsMode::KeepId,
-                12,
-                &two,
-                vec![
-                    m(0, 100000, 10),
-                    m(10, 200000, 2),
-                    m(12, 12, 1),
-                    m(13, 200002, 3),
-                ],
-            ),
+            (UsernsMode::Root, 1000, &sub, vec![m(0, 1000, 1), m(1, 100000, 65536)]),
+            (UsernsMode::KeepId, 1000, &sub, vec![m(0, 100000, 1000), m(1000, 1000, 1), m(1001, 101000, 64536)]),
+            (UsernsMode::Root, 1000, &two, vec![m(0, 1000, 1), m(1, 100000, 10), m(11, 200000, 5)]),
+            (UsernsMode::KeepId, 12, &two, vec![m(0, 100000, 10), m(10, 200000, 2), m(12, 12, 1), m(13, 200002, 3)]),
         ];
         for (mode, id, ranges, want) in cases {
             let plan = MapPlan::new(mode, id, id, ranges, ranges);
@@ -297,10 +202,7 @@ mod tests {
 
     #[test]
     fn single_id_without_ranges() {
-        let sub = [SubRange {
-            start: 100000,
-            count: 65536,
-        }];
+        let sub = [SubRange { start: 100000, count: 65536 }];
         let plan = MapPlan::new(UsernsMode::Root, 1000, 1001, &[], &sub);
         assert!(!plan.helpers);
         assert_eq!(plan.uid, vec![m(0, 1000, 1)]);
@@ -313,10 +215,7 @@ mod tests {
 
     #[test]
     fn mapped_lookup() {
-        let sub = [SubRange {
-            start: 100000,
-            count: 65536,
-        }];
+        let sub = [SubRange { start: 100000, count: 65536 }];
         let plan = MapPlan::new(UsernsMode::Root, 1000, 1000, &sub, &sub);
         assert!(plan.gid_mapped(5) && plan.uid_mapped(0) && plan.uid_mapped(65536));
         assert!(!plan.uid_mapped(65537));

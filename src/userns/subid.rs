@@ -27,10 +27,7 @@ pub fn parse(text: &str, name: &str, id: u32) -> Vec<SubRange> {
             if f.next().is_some() || (owner != name && owner != id) {
                 return None;
             }
-            let range = SubRange {
-                start: start.parse().ok()?,
-                count: count.parse().ok()?,
-            };
+            let range = SubRange { start: start.parse().ok()?, count: count.parse().ok()? };
             (range.count > 0).then_some(range)
         })
         .collect()
@@ -62,10 +59,7 @@ mod tests {
             ("nobody", 9, &[]),
         ];
         for (name, id, want) in cases {
-            let got: Vec<_> = parse(text, name, *id)
-                .iter()
-                .map(|r| (r.start, r.count))
-                .collect();
+            let got: Vec<_> = parse(text, name, *id).iter().map(|r| (r.start, r.count)).collect();
             assert_eq!(&got, want, "{name}");
         }
     }
