@@ -87,18 +87,23 @@ host_prepare_devices() {
   chmod 0666 /dev/fuse /dev/net/tun
 }
 
-# host_runtime_dir USER [fresh]: make /run/user/<uid> as systemd-logind would (owned by the
-# user, 0700) and print its path. With "fresh", a leftover directory is emptied first so every
-# test run starts like a new login; a real logind tmpfs mount is left alone.
+# host_runtime_dir USER [fresh]: make /run/user/<uid> as systemd-logind does — a tmpfs owned by
+# the user, mode 0700 — and print its path. With "fresh", a leftover one is remounted empty so
+# every test run starts like a new login.
 host_runtime_dir() {
-  local user=$1 fresh=${2:-} uid dir
+  local user=$1 fresh=${2:-} uid gid dir
   uid=$(id -u "$user")
+  gid=$(id -g "$user")
   dir=/run/user/$uid
   install -d -m 0755 /run/user
-  if [ "$fresh" = fresh ] && [ -d "$dir" ] && ! mountpoint -q "$dir"; then
+  if mountpoint -q "$dir"; then
+    [ "$fresh" = fresh ] || { echo "$dir"; return; }
+    umount -l "$dir"
+  elif [ -d "$dir" ]; then
     rm -rf --one-file-system "$dir"
   fi
-  install -d -m 0700 -o "$user" -g "$(id -g "$user")" "$dir"
+  install -d -m 0700 -o "$user" -g "$gid" "$dir"
+  mount -t tmpfs -o "mode=0700,uid=$uid,gid=$gid,size=10%,nosuid,nodev" "tmpfs-rl-$uid" "$dir"
   echo "$dir"
 }
 

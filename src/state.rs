@@ -94,8 +94,10 @@ pub fn create(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
     }
     let dir = paths.container(&cfg.id);
     std::fs::create_dir(&dir).with_context(|| format!("create `{}`", dir.display()))?;
+    // A `--rm` container's record lives only as long as its process: no fsync on its way.
+    let durable = !cfg.remove;
     let json = serde_json::to_vec_pretty(cfg).context("encode config")?;
-    lock::write_atomic(&dir.join("config.json"), &json)?;
+    lock::write_replace(&dir.join("config.json"), &json, durable)?;
     let state = State {
         status: Status::Created,
         pid: None,
@@ -104,7 +106,8 @@ pub fn create(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
         started_ns: None,
         finished_ns: None,
     };
-    save(paths, &cfg.id, &state)
+    let json = serde_json::to_vec_pretty(&state).context("encode state")?;
+    lock::write_replace(&dir.join("state.json"), &json, durable)
 }
 
 /// Reads a container's state.

@@ -11,7 +11,7 @@ use crate::config::{self, ContainerConfig, Dirs, NetworkMode, OverlayBackend, Pr
 use crate::hint::Problem;
 use crate::monitor;
 use crate::sandbox::msg::Job;
-use crate::sandbox::parent::{self, Stage1};
+use crate::sandbox::parent::{self, Spawn, Stage1};
 use crate::sandbox::{caps, remove_tree};
 use crate::state::{self, Status};
 use crate::store::Paths;
@@ -240,7 +240,6 @@ fn prepare(cfg: &ContainerConfig) -> Result<()> {
 pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: RunArgs) -> Result<i32> {
     let paths = Paths::resolve(root, runroot)?;
     let cfg = build(&paths, &args)?;
-    state::create(&paths, &cfg)?;
     let result = start_and_watch(&paths, &cfg, &args);
     if cfg.remove || result.is_err() {
         // Stage 1 removed the layer (its files belong to subordinate ids); what is left is ours.
@@ -251,7 +250,6 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: RunArgs) -> Re
 }
 
 fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Result<i32> {
-    prepare(cfg)?;
     // Signals wait in a signalfd from now on, so none is lost before the container exists.
     let mask = monitor::signal_mask();
     mask.thread_block().context("block signals")?;
@@ -261,7 +259,12 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
     )
     .context("create signalfd")?;
     let stdin = if args.interactive && !args.tty { Stdio::inherit() } else { Stdio::null() };
-    let stage = Stage1::spawn(&cfg.idmap, Job::Run(Box::new(cfg.clone())), stdin)?;
+    let how = Spawn { stdin, sealed: cfg.process.init };
+    // The record and the runtime files are written while the id-map helpers run.
+    let stage = Stage1::spawn(&cfg.idmap, Job::Run(Box::new(cfg.clone())), how, || {
+        state::create(paths, cfg)?;
+        prepare(cfg)
+    })?;
     let running = parent::wait_started(stage)?;
     let mut st = state::load(paths, &cfg.id)?;
     st.status = Status::Running;

@@ -41,14 +41,29 @@ pub struct Stage1 {
     pub chan: Channel,
 }
 
+/// How to start stage 1.
+pub struct Spawn {
+    /// The container's stdin (stdout and stderr are inherited).
+    pub stdin: Stdio,
+    /// Exec from a sealed memfd copy of rl: needed whenever an rl process will be visible inside
+    /// the container (`--init`, later `exec`). Without it, no rl process ever shares the
+    /// container's pid namespace with a payload process — stage 1 stays outside it, and the init
+    /// execs the payload before any other process exists there — so the copy is skipped.
+    pub sealed: bool,
+}
+
 impl Stage1 {
-    /// Spawns `rl __stage1` with `stdio` for the container's stdin (stdout and stderr are
-    /// inherited), and hands it `job` once its user namespace has maps from `plan`.
-    pub fn spawn(plan: &MapPlan, job: Job, stdin: Stdio) -> Result<Stage1> {
-        let exe = sealed_exe()?;
+    /// Spawns `rl __stage1` and hands it `job` once its user namespace has maps from `plan`;
+    /// `meanwhile` runs while the map helpers work.
+    pub fn spawn(plan: &MapPlan, job: Job, how: Spawn, meanwhile: impl FnOnce() -> Result<()>) -> Result<Stage1> {
+        let exe = if how.sealed { Some(sealed_exe()?) } else { None };
         let (ours, theirs) = Channel::pair()?;
-        let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
-        cmd.arg0("rl").arg("__stage1").stdin(stdin);
+        let program = match &exe {
+            Some(f) => format!("/proc/self/fd/{}", f.as_raw_fd()),
+            None => "/proc/self/exe".to_string(),
+        };
+        let mut cmd = Command::new(program);
+        cmd.arg0("rl").arg("__stage1").stdin(how.stdin);
         sys::set_pre_exec(
             &mut cmd,
             sys::PreExec {
@@ -68,7 +83,7 @@ impl Stage1 {
                 Msg::MapRequest => {}
                 other => return Err(stage.fail(other)),
             }
-            plan.apply(pid)?;
+            plan.apply(pid, meanwhile)?;
             stage.chan.send(&Msg::MapDone)
         })();
         match mapped {

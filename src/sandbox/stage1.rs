@@ -19,6 +19,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{self, ForkResult, Gid, Pid, Uid};
+use seccompiler::BpfProgram;
 
 use super::msg::{Channel, Job, Msg};
 use super::{init, remove_tree};
@@ -64,11 +65,17 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
     };
     unshare(CloneFlags::CLONE_NEWUSER).context("create a user namespace")?;
     chan.send(&Msg::MapRequest)?;
+    // While the parent's setuid helpers write the maps, make what needs no mapped ids.
+    let early = match &job {
+        Job::Run(cfg) => Some(before_maps(cfg)),
+        Job::RemoveTree(_) => None,
+    };
     match chan.recv()? {
         Some(Msg::MapDone) => {}
         // The parent reports its own failure to write the maps.
         _ => return Ok(()),
     }
+    let seccomp = early.transpose()?.flatten();
     // Become root of the namespace where root is mapped (keep-id without subordinate ids maps
     // only the user's own id); the capabilities of a fresh namespace are ours either way.
     if root_mapped() {
@@ -83,7 +90,7 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
         return Ok(());
     }
     match job {
-        Job::Run(cfg) => run(chan, &cfg, mask),
+        Job::Run(cfg) => run(chan, &cfg, mask, seccomp),
         Job::RemoveTree(path) => {
             remove_tree(&path)?;
             chan.send(&Msg::Done)
@@ -98,12 +105,31 @@ fn root_mapped() -> bool {
         .unwrap_or(false)
 }
 
-fn run(chan: &Channel, cfg: &ContainerConfig, mask: SigSet) -> Result<()> {
-    unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
+/// The steps that need capabilities in the new user namespace but no mapped ids: the mount, uts,
+/// ipc, net and cgroup namespaces (owned by the new user namespace whatever its maps), loopback
+/// and the seccomp program. Not the pid namespace: fuse-overlayfs, started later, must not
+/// become its PID 1.
+fn before_maps(cfg: &ContainerConfig) -> Result<Option<BpfProgram>> {
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWCGROUP,
+    )
+    .context("unshare mount, uts, ipc, net and cgroup namespaces")?;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .context("make mounts private")?;
+    network::setup(cfg)?;
+    if cfg.security.seccomp {
+        return super::seccomp::default_filter(&cfg.security.caps).map(Some);
+    }
+    Ok(None)
+}
+
+fn run(chan: &Channel, cfg: &ContainerConfig, mask: SigSet, seccomp: Option<BpfProgram>) -> Result<()> {
     let rootfs = rootfs::mount(&cfg.dirs, cfg.overlay)?;
-    let result = run_mounted(chan, cfg, mask);
+    let result = run_mounted(chan, cfg, mask, seccomp);
     let unmounted = rootfs.unmount(&cfg.dirs.merged);
     let cleaned = cleanup(cfg);
     let status = result?;
@@ -125,17 +151,8 @@ fn cleanup(cfg: &ContainerConfig) -> Result<()> {
     Ok(())
 }
 
-fn run_mounted(chan: &Channel, cfg: &ContainerConfig, mask: SigSet) -> Result<Msg> {
-    unshare(
-        CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET
-            | CloneFlags::CLONE_NEWCGROUP
-            | CloneFlags::CLONE_NEWPID,
-    )
-    .context("unshare uts, ipc, net, cgroup and pid namespaces")?;
-    network::setup(cfg)?;
-    let seccomp = if cfg.security.seccomp { Some(super::seccomp::default_filter(&cfg.security.caps)?) } else { None };
+fn run_mounted(chan: &Channel, cfg: &ContainerConfig, mask: SigSet, seccomp: Option<BpfProgram>) -> Result<Msg> {
+    unshare(CloneFlags::CLONE_NEWPID).context("unshare the pid namespace")?;
     let (report_r, report_w) = unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the report pipe")?;
     let pid = match sys::fork().context("fork the container init")? {
         ForkResult::Child => {

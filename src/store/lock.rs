@@ -29,15 +29,24 @@ pub fn exclusive(path: &Path) -> Result<Lock> {
     Ok(Lock { _guard: guard })
 }
 
-/// Writes `data` to `path` atomically: a temp file beside it, fsync, rename.
+/// Writes `data` to `path` atomically and durably: a temp file beside it, fsync, rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_replace(path, data, true)
+}
+
+/// Writes `data` to `path` atomically (temp file, rename); with `durable`, fsync first so the
+/// new content survives a crash. Without it the file may be lost in a crash but is never seen
+/// half-written: for records that die with the process anyway (`--rm` containers).
+pub fn write_replace(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

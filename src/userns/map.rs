@@ -106,8 +106,10 @@ impl MapPlan {
         self.uid.iter().any(|m| id >= m.inside && id - m.inside < m.count)
     }
 
-    /// Writes both maps for the process `pid`, which must have unshared its user namespace.
-    pub fn apply(&self, pid: Pid) -> Result<()> {
+    /// Writes both maps for the process `pid`, which must have unshared its user namespace, and
+    /// runs `meanwhile` while the helpers work (they are setuid execs: the slowest step of
+    /// starting a container, worth overlapping with the caller's own preparations).
+    pub fn apply(&self, pid: Pid, meanwhile: impl FnOnce() -> Result<()>) -> Result<()> {
         if !self.helpers {
             let proc = PathBuf::from(format!("/proc/{pid}"));
             let write = |file: &str, text: String| {
@@ -116,16 +118,17 @@ impl MapPlan {
             write("setgroups", "deny".into())?;
             write("uid_map", format_map(&self.uid))?;
             write("gid_map", format_map(&self.gid))?;
-            return Ok(());
+            return meanwhile();
         }
         let newuidmap = find_helper("newuidmap")?;
         let newgidmap = find_helper("newgidmap")?;
-        // Both helpers run at once: each is a setuid exec, the slowest step of starting.
+        // Both helpers run at once.
         let uid = spawn_helper(&newuidmap, pid, &self.uid)?;
         let gid = spawn_helper(&newgidmap, pid, &self.gid)?;
+        let ours = meanwhile();
         let r1 = finish_helper(&newuidmap, uid);
         let r2 = finish_helper(&newgidmap, gid);
-        r1.and(r2)
+        ours.and(r1).and(r2)
     }
 }
 

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# scripts/bench.sh [BENCH...] — rl's speed and memory targets, each measured side by side with its
+# yardstick in the same run (benchmarks, never timed tests). Run as root it prepares the host as
+# scripts/test.sh does and measures as the unprivileged test user; run as a normal user it
+# measures as that user. Prints one line per benchmark: the medians, the ratio and the target.
+#
+# Benchmarks:
+#   start   `rl run --rm --rootfs BUSYBOX true` vs `bwrap --unshare-all` on the same rootfs
+#           (median of RUNS, default 40). Target: rl <= 1.5x bwrap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib-host.sh
+. scripts/lib-host.sh
+
+RUNS=${RUNS:-40}
+WORK=/var/tmp/rl-bench
+
+# as_user CMD...: run CMD as the measuring user with a clean, stock environment.
+as_user() {
+  if [ "$(id -u)" = 0 ]; then
+    local uid
+    uid=$(id -u "$RL_TEST_USER")
+    runuser -u "$RL_TEST_USER" -- env -i HOME="$(getent passwd "$RL_TEST_USER" | cut -d: -f6)" \
+      PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin XDG_RUNTIME_DIR=/run/user/$uid "$@"
+  else
+    "$@"
+  fi
+}
+
+# median_ms JSON N: the median of hyperfine's result N, in milliseconds.
+median_ms() {
+  jq -r ".results[$2].median * 1000 | . * 100 | round / 100" "$1"
+}
+
+prepare() {
+  if [ "$(id -u)" = 0 ]; then
+    host_install_packages /dev/null "${RL_TEST_PACKAGES[@]}"
+    host_create_users
+    host_prepare_devices
+    host_runtime_dir "$RL_TEST_USER" >/dev/null
+    host_find_cargo
+    OWNER=$RL_TEST_USER
+  else
+    OWNER=$(id -un)
+    WORK=${TMPDIR:-/tmp}/rl-bench-$(id -u)
+  fi
+  step "building rl (release)"
+  cargo build --release --quiet
+  rm -rf "$WORK"
+  install -d -m 0755 "$WORK"
+  install -m 0755 target/release/rl "$WORK/rl"
+  scripts/make-fixtures.sh "$WORK/busybox" "$OWNER" >/dev/null
+  install -d -m 0700 "$WORK/store"
+  [ "$(id -u)" = 0 ] && chown "$OWNER" "$WORK/store"
+  RL=$WORK/rl
+}
+
+bench_start() {
+  step "start: rl run --rm vs bwrap --unshare-all (median of $RUNS)"
+  local rl_cmd="$RL --root $WORK/store/root --runroot $WORK/store/run run --rm --rootfs $WORK/busybox true"
+  local bw_cmd="bwrap --unshare-all --bind $WORK/busybox / --proc /proc --dev /dev true"
+  as_user hyperfine -N --warmup 5 --runs "$RUNS" --export-json "$WORK/start.json" "$rl_cmd" "$bw_cmd" \
+    >"$WORK/start.log"
+  local rl_ms bw_ms
+  rl_ms=$(median_ms "$WORK/start.json" 0)
+  bw_ms=$(median_ms "$WORK/start.json" 1)
+  printf 'start: rl %s ms, bwrap %s ms, ratio %s (target <= 1.5)\n' "$rl_ms" "$bw_ms" \
+    "$(jq -rn --argjson a "$rl_ms" --argjson b "$bw_ms" '$a / $b * 100 | round / 100')"
+}
+
+main() {
+  local benches=("$@")
+  ((${#benches[@]})) || benches=(start)
+  prepare
+  local b
+  for b in "${benches[@]}"; do
+    declare -F "bench_$b" >/dev/null || die "unknown benchmark \`$b\` (known: start)"
+    "bench_$b"
+  done
+}
+
+main "$@"
