@@ -198,32 +198,6 @@ pub fn set_window_size(fd: RawFd, ws: &libc::winsize) -> nix::Result<()> {
     unsafe { tiocswinsz(fd, ws) }.map(drop)
 }
 
-/// Brings the loopback interface up in the calling process's network namespace.
-pub fn loopback_up() -> io::Result<()> {
-    let sock = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: ifreq is plain old data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: req is a valid ifreq naming "lo"; the ioctls read and write only inside it.
-    unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// `_exit(2)`: leaves a forked child without running the parent's atexit handlers or flushing
 /// buffers it shares with the parent.
 pub fn exit_now(code: i32) -> ! {
@@ -273,4 +247,116 @@ pub fn pty_master(fd: OwnedFd) -> nix::pty::PtyMaster {
     // SAFETY: callers pass an fd they just opened on a `ptmx` device node, which is what
     // PtyMaster requires.
     unsafe { nix::pty::PtyMaster::from_owned_fd(fd) }
+}
+
+/// A forked child that has unshared namespaces and holds them until released.
+pub struct NsHolder {
+    pub pid: Pid,
+    /// Closing this releases the holder, which then exits.
+    pub release: OwnedFd,
+}
+
+/// Forks a child that unshares `flags` (which must include `CLONE_NEWUSER`), makes its mounts
+/// private (with `CLONE_NEWNS`), brings up loopback (with `CLONE_NEWNET`), and then waits to be
+/// released, holding the namespaces for the id-map helpers and for stage 1 to join. Returns
+/// once the namespaces exist, or the errno that refused them.
+///
+/// Between fork and exit the child makes only raw, async-signal-safe syscalls, so this is
+/// sound even while the parent runs other threads.
+pub fn fork_ns_holder(flags: libc::c_int) -> io::Result<Result<NsHolder, nix::errno::Errno>> {
+    let mut ready = [0 as libc::c_int; 2];
+    let mut hold = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two fds into each valid two-element array.
+    unsafe {
+        if libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::pipe2(hold.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            let e = io::Error::last_os_error();
+            libc::close(ready[0]);
+            libc::close(ready[1]);
+            return Err(e);
+        }
+    }
+    // SAFETY: these four fds were just created and are owned by nobody else.
+    let (ready_r, ready_w, hold_r, hold_w) = unsafe {
+        (
+            OwnedFd::from_raw_fd(ready[0]),
+            OwnedFd::from_raw_fd(ready[1]),
+            OwnedFd::from_raw_fd(hold[0]),
+            OwnedFd::from_raw_fd(hold[1]),
+        )
+    };
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the child branch below only makes async-signal-safe syscalls on integers and
+    // stack buffers, then _exits; it never returns into Rust code, allocates or takes locks.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: see above; every pointer is to a live stack value.
+        unsafe {
+            // Our copies of the parent's ends: the release pipe must see EOF when the parent
+            // closes its end.
+            libc::close(hold_w.as_raw_fd());
+            libc::close(ready_r.as_raw_fd());
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            let private = |flags: libc::c_int| {
+                flags & libc::CLONE_NEWNS == 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) == 0
+            };
+            let loopback = |flags: libc::c_int| {
+                if flags & libc::CLONE_NEWNET == 0 {
+                    return true;
+                }
+                let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                let mut req: libc::ifreq = std::mem::zeroed();
+                req.ifr_name[0] = b'l' as libc::c_char;
+                req.ifr_name[1] = b'o' as libc::c_char;
+                if sock < 0 || libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) < 0 {
+                    return false;
+                }
+                req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+                libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) == 0
+            };
+            let ok = libc::unshare(flags) == 0 && private(flags) && loopback(flags);
+            let err: libc::c_int = if ok { 0 } else { *libc::__errno_location() };
+            let bytes = err.to_ne_bytes();
+            libc::write(ready_w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+            let mut b = 0u8;
+            // Blocks until the parent closes its end (or dies).
+            libc::read(hold_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    drop(ready_w);
+    drop(hold_r);
+    let pid = Pid::from_raw(pid);
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match nix::unistd::read(&ready_r, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let errno = if got == 4 { i32::from_ne_bytes(buf) } else { libc::ECHILD };
+    if errno != 0 {
+        drop(hold_w);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return Ok(Err(nix::errno::Errno::from_raw(errno)));
+    }
+    Ok(Ok(NsHolder { pid, release: hold_w }))
 }

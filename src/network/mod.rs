@@ -1,14 +1,14 @@
-//! The container's network, set up by stage 1 right after it unshared the network namespace.
-//! Today: loopback only (`--network none`); slirp4netns, pasta and user networks come next.
+//! The container's network. The namespace holder brings loopback up as it creates the network
+//! namespace; with `--network none` that is all. slirp4netns, pasta and user networks come next.
 
 use anyhow::{Context, Result};
 
 use crate::config::{ContainerConfig, NetworkMode};
 
-/// Configures the new network namespace for `cfg`.
+/// Configures the container's network namespace for `cfg`, from stage 1.
 pub fn setup(cfg: &ContainerConfig) -> Result<()> {
     match cfg.network {
-        NetworkMode::None => crate::sys::loopback_up().context("bring up the loopback interface"),
+        NetworkMode::None => Ok(()),
     }
 }
 

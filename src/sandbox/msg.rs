@@ -25,10 +25,8 @@ pub enum Job {
 pub enum Msg {
     /// Parent → stage 1: the work.
     Job(Job),
-    /// Stage 1 → parent: "I have unshared my user namespace; write my maps".
-    MapRequest,
-    /// Parent → stage 1: the maps are written.
-    MapDone,
+    /// Parent → stage 1: join the namespaces attached (user first), whose maps are written.
+    Join,
     /// Init → parent: the pty master is attached to this message.
     PtyMaster,
     /// Stage 1 → parent: the payload was exec'd; `pid` is the container's PID 1 on the host.
@@ -41,6 +39,9 @@ pub enum Msg {
     /// Stage 1 → parent: a job other than Run finished.
     Done,
 }
+
+/// The most fds one message carries.
+pub const MAX_FDS: usize = 8;
 
 /// Frames larger than this are refused (a config with a huge environment still fits).
 const MAX_FRAME: usize = 16 << 20;
@@ -84,16 +85,23 @@ impl Channel {
     }
 
     pub fn send(&self, msg: &Msg) -> Result<()> {
-        self.send_fd(msg, None)
+        self.send_fds(msg, &[])
     }
 
     /// Sends `msg`, attaching `fd` if given.
     pub fn send_fd(&self, msg: &Msg, fd: Option<RawFd>) -> Result<()> {
+        self.send_fds(msg, fd.as_slice())
+    }
+
+    /// Sends `msg` with `fds` attached (at most [`MAX_FDS`]).
+    pub fn send_fds(&self, msg: &Msg, fds: &[RawFd]) -> Result<()> {
+        if fds.len() > MAX_FDS {
+            bail!("send on the sync socket: {} fds is more than {MAX_FDS}", fds.len());
+        }
         let body = serde_json::to_vec(msg).context("encode message")?;
         let len = (body.len() as u32).to_le_bytes();
         let iov = [IoSlice::new(&len), IoSlice::new(&body)];
-        let fds = fd.map(|f| [f]);
-        let cmsg: Vec<ControlMessage> = fds.as_ref().map(|f| vec![ControlMessage::ScmRights(f)]).unwrap_or_default();
+        let cmsg: Vec<ControlMessage> = if fds.is_empty() { Vec::new() } else { vec![ControlMessage::ScmRights(fds)] };
         let total = len.len() + body.len();
         let mut sent = socket::sendmsg::<()>(self.fd.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
             .context("send on the sync socket")?;
@@ -108,13 +116,18 @@ impl Channel {
 
     /// Receives one message; `Ok(None)` when the peer closed the socket.
     pub fn recv(&self) -> Result<Option<Msg>> {
-        Ok(self.recv_fd()?.map(|(m, _)| m))
+        Ok(self.recv_fds()?.map(|(m, _)| m))
     }
 
-    /// Receives one message and the fd attached to it, if any.
+    /// Receives one message and the first fd attached to it, if any.
     pub fn recv_fd(&self) -> Result<Option<(Msg, Option<OwnedFd>)>> {
+        Ok(self.recv_fds()?.map(|(m, fds)| (m, fds.into_iter().next())))
+    }
+
+    /// Receives one message and the fds attached to it.
+    pub fn recv_fds(&self) -> Result<Option<(Msg, Vec<OwnedFd>)>> {
         let mut len = [0u8; 4];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
         let (n, fd) = {
             let mut iov = [IoSliceMut::new(&mut len)];
             let r = socket::recvmsg::<()>(
@@ -124,15 +137,11 @@ impl Channel {
                 MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_WAITALL,
             )
             .context("receive on the sync socket")?;
-            let mut fd = None;
+            let mut fd = Vec::new();
             for c in r.cmsgs().context("read control message")? {
                 if let ControlMessageOwned::ScmRights(fds) = c {
-                    for f in fds {
-                        // The kernel installed these fds for us (close-on-exec); we own them.
-                        if let Ok(owned) = crate::sys::adopt_fd(f) {
-                            fd.get_or_insert(owned);
-                        }
-                    }
+                    // The kernel installed these fds for us (close-on-exec); we own them.
+                    fd.extend(fds.into_iter().filter_map(|f| crate::sys::adopt_fd(f).ok()));
                 }
             }
             (r.bytes, fd)

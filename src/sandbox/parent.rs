@@ -52,10 +52,55 @@ pub struct Spawn {
     pub sealed: bool,
 }
 
+/// The namespaces a job's holder creates, in the order stage 1 joins them (user first: it
+/// grants the capabilities the others need). Stage 1 itself adds the cgroup namespace (after
+/// joining the container's cgroup) and the pid namespace (after fuse-overlayfs started, so the
+/// daemon is not its PID 1).
+fn namespaces(job: &Job) -> &'static [(&'static str, libc::c_int)] {
+    const RUN: [(&str, libc::c_int); 5] = [
+        ("user", libc::CLONE_NEWUSER),
+        ("mnt", libc::CLONE_NEWNS),
+        ("uts", libc::CLONE_NEWUTS),
+        ("ipc", libc::CLONE_NEWIPC),
+        ("net", libc::CLONE_NEWNET),
+    ];
+    match job {
+        Job::Run(_) => &RUN,
+        Job::RemoveTree(_) => &RUN[..1],
+    }
+}
+
+/// The error for namespaces the kernel refused, with the hint that explains it.
+fn refused(errno: nix::errno::Errno) -> anyhow::Error {
+    let message = format!("create a user namespace: {}", errno.desc());
+    match crate::hint::UsernsFacts::read().explain(errno) {
+        Some(p) => hinted(p, message),
+        None => anyhow!(message),
+    }
+}
+
 impl Stage1 {
-    /// Spawns `rl __stage1` and hands it `job` once its user namespace has maps from `plan`;
-    /// `meanwhile` runs while the map helpers work.
+    /// Starts a job in new namespaces. A forked holder creates them at once while stage 1 is
+    /// exec'd; the setuid helpers write the holder's id maps while `meanwhile` runs; then stage 1
+    /// joins the holder's namespaces (as fds on the socket) and the holder exits.
     pub fn spawn(plan: &MapPlan, job: Job, how: Spawn, meanwhile: impl FnOnce() -> Result<()>) -> Result<Stage1> {
+        let ns = namespaces(&job);
+        let flags = ns.iter().fold(0, |f, (_, flag)| f | flag);
+        let holder = sys::fork_ns_holder(flags).context("fork the namespace holder")?.map_err(refused)?;
+        let result = Self::spawn_with(plan, job, how, meanwhile, &holder, ns);
+        drop(holder.release);
+        let _ = nix::sys::wait::waitpid(holder.pid, None);
+        result
+    }
+
+    fn spawn_with(
+        plan: &MapPlan,
+        job: Job,
+        how: Spawn,
+        meanwhile: impl FnOnce() -> Result<()>,
+        holder: &sys::NsHolder,
+        ns: &[(&str, libc::c_int)],
+    ) -> Result<Stage1> {
         let exe = if how.sealed { Some(sealed_exe()?) } else { None };
         let (ours, theirs) = Channel::pair()?;
         let program = match &exe {
@@ -76,17 +121,18 @@ impl Stage1 {
         drop(theirs);
         drop(exe);
         let stage = Stage1 { child, chan: ours };
-        let pid = Pid::from_raw(stage.child.id() as i32);
-        let mapped = (|| {
+        let joined = (|| {
             stage.chan.send(&Msg::Job(job))?;
-            match stage.expect_msg()? {
-                Msg::MapRequest => {}
-                other => return Err(stage.fail(other)),
+            plan.apply(holder.pid, meanwhile)?;
+            let mut fds = Vec::with_capacity(ns.len());
+            for (name, _) in ns {
+                let path = format!("/proc/{}/ns/{name}", holder.pid);
+                fds.push(File::open(&path).with_context(|| format!("open `{path}`"))?);
             }
-            plan.apply(pid, meanwhile)?;
-            stage.chan.send(&Msg::MapDone)
+            let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+            stage.chan.send_fds(&Msg::Join, &raw)
         })();
-        match mapped {
+        match joined {
             Ok(()) => Ok(stage),
             Err(e) => {
                 stage.reap();

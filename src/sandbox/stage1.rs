@@ -12,9 +12,8 @@ use std::io::Read;
 use std::os::fd::AsFd;
 
 use anyhow::{bail, Context, Result};
-use nix::mount::{mount, MsFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -63,19 +62,17 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
         Some(other) => bail!("sync socket: expected a job, got {other:?}"),
         None => return Ok(()),
     };
-    unshare(CloneFlags::CLONE_NEWUSER).context("create a user namespace")?;
-    chan.send(&Msg::MapRequest)?;
-    // While the parent's setuid helpers write the maps, make what needs no mapped ids.
-    let early = match &job {
-        Job::Run(cfg) => Some(before_maps(cfg)),
-        Job::RemoveTree(_) => None,
-    };
-    match chan.recv()? {
-        Some(Msg::MapDone) => {}
-        // The parent reports its own failure to write the maps.
+    // The parent's namespace holder made the namespaces and the helpers mapped them; join
+    // them, user namespace first (it grants the capabilities joining the others needs).
+    let fds = match chan.recv_fds()? {
+        Some((Msg::Join, fds)) => fds,
         _ => return Ok(()),
+    };
+    for (i, fd) in fds.iter().enumerate() {
+        let what = if i == 0 { CloneFlags::CLONE_NEWUSER } else { CloneFlags::empty() };
+        setns(fd, what).with_context(|| format!("join namespace {i} of the holder"))?;
     }
-    let seccomp = early.transpose()?.flatten();
+    drop(fds);
     // Become root of the namespace where root is mapped (keep-id without subordinate ids maps
     // only the user's own id); the capabilities of a fresh namespace are ours either way.
     if root_mapped() {
@@ -90,7 +87,14 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
         return Ok(());
     }
     match job {
-        Job::Run(cfg) => run(chan, &cfg, mask, seccomp),
+        Job::Run(cfg) => {
+            network::setup(&cfg)?;
+            let seccomp = match cfg.security.seccomp {
+                true => Some(super::seccomp::default_filter(&cfg.security.caps)?),
+                false => None,
+            };
+            run(chan, &cfg, mask, seccomp)
+        }
         Job::RemoveTree(path) => {
             remove_tree(&path)?;
             chan.send(&Msg::Done)
@@ -103,28 +107,6 @@ fn root_mapped() -> bool {
     std::fs::read_to_string("/proc/self/uid_map")
         .map(|m| m.lines().any(|l| l.split_whitespace().next() == Some("0")))
         .unwrap_or(false)
-}
-
-/// The steps that need capabilities in the new user namespace but no mapped ids: the mount, uts,
-/// ipc, net and cgroup namespaces (owned by the new user namespace whatever its maps), loopback
-/// and the seccomp program. Not the pid namespace: fuse-overlayfs, started later, must not
-/// become its PID 1.
-fn before_maps(cfg: &ContainerConfig) -> Result<Option<BpfProgram>> {
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET
-            | CloneFlags::CLONE_NEWCGROUP,
-    )
-    .context("unshare mount, uts, ipc, net and cgroup namespaces")?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .context("make mounts private")?;
-    network::setup(cfg)?;
-    if cfg.security.seccomp {
-        return super::seccomp::default_filter(&cfg.security.caps).map(Some);
-    }
-    Ok(None)
 }
 
 fn run(chan: &Channel, cfg: &ContainerConfig, mask: SigSet, seccomp: Option<BpfProgram>) -> Result<()> {
@@ -152,7 +134,7 @@ fn cleanup(cfg: &ContainerConfig) -> Result<()> {
 }
 
 fn run_mounted(chan: &Channel, cfg: &ContainerConfig, mask: SigSet, seccomp: Option<BpfProgram>) -> Result<Msg> {
-    unshare(CloneFlags::CLONE_NEWPID).context("unshare the pid namespace")?;
+    unshare(CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWPID).context("unshare cgroup and pid namespaces")?;
     let (report_r, report_w) = unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the report pipe")?;
     let pid = match sys::fork().context("fork the container init")? {
         ForkResult::Child => {
