@@ -83,6 +83,19 @@ pub fn cloexec_from(first: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Closes every fd from `first` upward (`close_range(2)`), in a process that keeps running rl
+/// code: the caller must own none of them any more.
+pub fn close_from(first: RawFd) -> io::Result<()> {
+    // SAFETY: close_range takes no pointers; callers have dropped or forgotten every owned fd at
+    // or above `first` (the init has only stdio left to use).
+    let r =
+        unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `pidfd_open(2)`: an fd that polls readable once `pid` has exited.
 pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall on integers; on success the kernel returns a new fd we own.

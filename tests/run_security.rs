@@ -166,3 +166,47 @@ fn seccomp_unconfined_allows_them() {
     out.assert_ok();
     assert_eq!(status_field(&out.stdout, "Seccomp"), Some("0"), "{out}");
 }
+
+/// `inner` run from a shell that first opens fd 7 without close-on-exec, as a careless caller
+/// of rl would (a CI runner, a shell script).
+fn with_leaked_fd(inner: std::process::Command) -> std::process::Command {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(r#"exec 7</dev/null; exec "$@""#).arg("sh").arg(inner.get_program()).args(inner.get_args());
+    cmd
+}
+
+#[test]
+fn only_stdio_reaches_the_payload() {
+    let Some(ctx) = Ctx::new() else { return };
+    let script = format!("echo ready; exec sleep {}", ctx.marker);
+    let mut rl = Running::spawn(with_leaked_fd(ctx.run_cmd(&["--rm"], &["sh", "-c", &script])), false);
+    rl.wait_for_line("ready");
+    let marker = ctx.marker.clone();
+    let sleeper = rl.wait_for_descendant("sleep MARKER", |p| p.argv == ["sleep", marker.as_str()]);
+    // Seen from the host: the container's process holds exactly stdin, stdout and stderr.
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", sleeper.pid))
+        .expect("list the payload's fds")
+        .map(|e| e.expect("fd entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper.pid), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill sleep");
+    rl.finish().assert_code(137);
+    assert_eq!(fds, ["0", "1", "2"], "the payload may only hold stdio");
+}
+
+#[test]
+fn init_is_sealed_and_opaque_to_the_container() {
+    let Some(ctx) = Ctx::new() else { return };
+    let before = std::fs::read(rl_bin()).expect("read the rl binary");
+    // The --init PID 1 is rl: the container (root, mapped to the user who owns rl's file) must
+    // not reach rl's file through it, nor its fds (CVE-2019-5736).
+    let script = "readlink /proc/1/exe >/dev/null 2>&1 && echo link:exe; \
+                  cat /proc/1/exe >/dev/null 2>&1 && echo read:exe; \
+                  ls /proc/1/fd >/dev/null 2>&1 && echo list:fd; \
+                  echo x >> /proc/1/exe 2>/dev/null && echo wrote; echo done";
+    let out = output(with_leaked_fd(ctx.run_cmd(&["--rm", "--init"], &["sh", "-c", script])), None);
+    out.assert_ok();
+    assert_eq!(out.stdout_trim(), "done", "{out}");
+    assert_eq!(std::fs::read(rl_bin()).expect("read the rl binary"), before, "the rl binary changed");
+}

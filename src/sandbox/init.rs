@@ -29,7 +29,7 @@ use crate::sys;
 
 /// Runs the init; never returns.
 pub fn run(cfg: &ContainerConfig, chan: &Channel, report: OwnedFd, seccomp: Option<&seccompiler::BpfProgram>) -> ! {
-    let err = match setup_and_exec(cfg, chan, &report, seccomp) {
+    let err = match setup_and_exec(cfg, chan, seccomp) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -44,7 +44,6 @@ pub fn run(cfg: &ContainerConfig, chan: &Channel, report: OwnedFd, seccomp: Opti
 fn setup_and_exec(
     cfg: &ContainerConfig,
     chan: &Channel,
-    report: &OwnedFd,
     seccomp: Option<&seccompiler::BpfProgram>,
 ) -> Result<Infallible> {
     let _ = nix::sys::prctl::set_name(c"rl-init");
@@ -118,7 +117,12 @@ fn setup_and_exec(
         return match sys::fork().context("fork the command")? {
             ForkResult::Child => exec(&program, &argv, &envp, seccomp),
             ForkResult::Parent { child } => {
-                let _ = nix::unistd::close(report.as_raw_fd());
+                // The init stays rl for the container's life: it keeps no fd but stdio (not the
+                // sync socket, the report pipe or anything rl inherited), and is not dumpable, so
+                // container processes can neither ptrace it nor open its /proc files.
+                if sys::close_from(3).is_err() || nix::sys::prctl::set_dumpable(false).is_err() {
+                    sys::exit_now(EXIT_RL_FAILED);
+                }
                 reap(child, mask)
             }
         };

@@ -1,7 +1,8 @@
 //! The sandbox, one file per process role, in the order they run: [`parent`] (the `rl` process:
-//! spawns stage 1, writes its id maps), [`stage1`] (inside the new user namespace: rootfs,
-//! namespaces, waits for the container), [`init`] (the container's PID 1: mounts, pivot, user,
-//! hardening, exec). They talk through the typed messages of [`msg`]. The pure parts —
+//! a forked holder creates the namespaces, the setuid helpers map them, stage 1 is spawned into
+//! them), [`stage1`] (inside the new user namespace: rootfs, cgroup and pid namespaces, waits for
+//! the container, cleans up), [`init`] (the container's PID 1: mounts, pivot, user, hardening,
+//! exec). They talk through the typed messages of [`msg`]. The pure parts —
 //! [`mounts`] (the mount plan), [`caps`], [`user`], [`seccomp`] — are unit-tested on their own.
 
 pub mod caps;

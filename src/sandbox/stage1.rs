@@ -1,10 +1,10 @@
-//! Stage 1: `rl __stage1`, exec'd by the parent from a sealed copy of rl, with the sync socket on
-//! fd 3. A fresh exec is single-threaded, as `unshare(CLONE_NEWUSER)` requires, whatever threads
-//! the parent runs. It unshares the user namespace, asks the parent to write its id maps, becomes
-//! root of that namespace, and does its job: for a container, it takes a mount namespace (all
-//! private), mounts the overlay rootfs, unshares uts/ipc/net/cgroup/pid, forks the container
-//! init ([`super::init`]) and waits for it. Then it cleans up in reverse order — unmount, remove
-//! the writable layer for `--rm` — because only root of this namespace can delete files owned by
+//! Stage 1: `rl __stage1`, exec'd by the parent with the sync socket on fd 3. A fresh exec is
+//! single-threaded, as `setns(CLONE_NEWUSER)` requires, whatever threads the parent runs. It
+//! joins the namespaces the parent's holder created and mapped (user, mount, uts, ipc, net —
+//! received as fds), becomes root of the user namespace, and does its job: for a container, it
+//! mounts the overlay rootfs, unshares the cgroup and pid namespaces, forks the container init
+//! ([`super::init`]) and waits for it. Then it cleans up in reverse order — unmount, remove the
+//! writable layer for `--rm` — because only root of this namespace can delete files owned by
 //! subordinate ids. Its parent-death signal is SIGTERM, handled here: if rl is killed, stage 1
 //! still kills the container and cleans up.
 
