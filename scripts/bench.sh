@@ -50,8 +50,8 @@ prepare() {
   install -d -m 0755 "$WORK"
   install -m 0755 target/release/rl "$WORK/rl"
   scripts/make-fixtures.sh "$WORK/busybox" "$OWNER" >/dev/null
-  install -d -m 0700 "$WORK/store"
-  [ "$(id -u)" = 0 ] && chown "$OWNER" "$WORK/store"
+  install -d -m 0700 "$WORK/store" "$WORK/out"
+  if [ "$(id -u)" = 0 ]; then chown "$OWNER" "$WORK/store" "$WORK/out"; fi
   RL=$WORK/rl
 }
 
@@ -59,11 +59,11 @@ bench_start() {
   step "start: rl run --rm vs bwrap --unshare-all (median of $RUNS)"
   local rl_cmd="$RL --root $WORK/store/root --runroot $WORK/store/run run --rm --rootfs $WORK/busybox true"
   local bw_cmd="bwrap --unshare-all --bind $WORK/busybox / --proc /proc --dev /dev true"
-  as_user hyperfine -N --warmup 5 --runs "$RUNS" --export-json "$WORK/start.json" "$rl_cmd" "$bw_cmd" \
-    >"$WORK/start.log"
+  as_user hyperfine -N --warmup 5 --runs "$RUNS" --export-json "$WORK/out/start.json" "$rl_cmd" "$bw_cmd" \
+    >"$WORK/out/start.log"
   local rl_ms bw_ms
-  rl_ms=$(median_ms "$WORK/start.json" 0)
-  bw_ms=$(median_ms "$WORK/start.json" 1)
+  rl_ms=$(median_ms "$WORK/out/start.json" 0)
+  bw_ms=$(median_ms "$WORK/out/start.json" 1)
   printf 'start: rl %s ms, bwrap %s ms, ratio %s (target <= 1.5)\n' "$rl_ms" "$bw_ms" \
     "$(jq -rn --argjson a "$rl_ms" --argjson b "$bw_ms" '$a / $b * 100 | round / 100')"
 }

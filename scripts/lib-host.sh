@@ -11,7 +11,7 @@ RL_TEST_SUBIDS=200000-265535
 # What the tests use now, then what later issues (images, registry, benchmarks) need.
 RL_TEST_PACKAGES=(uidmap slirp4netns fuse-overlayfs passt busybox-static bubblewrap util-linux
   procps iproute2 keyutils ca-certificates curl jq
-  docker-registry skopeo mmdebstrap podman runc hyperfine)
+  docker-registry skopeo mmdebstrap podman runc hyperfine apache2-utils zstd openssl python3)
 
 step() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

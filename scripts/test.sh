@@ -89,6 +89,27 @@ run_one() {
   PASSED=$((PASSED + p)) FAILED=$((FAILED + f)) SKIPPED=$((SKIPPED + s))
 }
 
+# start_registry: test images built offline (scripts/make-images.py) served by Debian's
+# docker-registry on 127.0.0.1; sets RL_TEST_REGISTRY and stops the registry when the script
+# exits. Without the tools (a user's host) the image tests skip and say why.
+start_registry() {
+  local top port=${RL_REGISTRY_PORT:-5055}
+  top=$(pwd)
+  RL_TEST_REGISTRY=
+  if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null; then
+    echo "skipped: image tests: docker-registry or skopeo not installed"
+    return 0
+  fi
+  step "test images and a registry on 127.0.0.1:$port"
+  quiet "$LOGS/images.log" python3 scripts/make-images.py "$STAGE/images" >>"$LOGS/images.log"
+  quiet "$LOGS/registry.log" scripts/registry.sh start "$STAGE/registry" "$port" >>"$LOGS/registry.log"
+  # shellcheck disable=SC2064 # expand now: the script cds away later
+  trap "'$top/scripts/registry.sh' stop '$STAGE/registry' >/dev/null 2>&1 || true" EXIT
+  quiet "$LOGS/registry.log" scripts/registry.sh seed "$STAGE/registry" "$port" "$STAGE/images" \
+    >>"$LOGS/registry.log"
+  RL_TEST_REGISTRY=127.0.0.1:$port
+}
+
 # suite_as USER EXTRA_ENV... -- TEST_ARGS...: run every staged executable as USER in a clean,
 # login-like environment.
 suite_as() {
@@ -136,8 +157,9 @@ root_main() {
     scripts/make-fixtures.sh "$STAGE/fixtures/$u/busybox" "$u"
   done
 
+  start_registry
   cd "$STAGE" # the test users cannot enter the checkout
-  suite_as "$RL_TEST_USER" -- --skip nosubid_
+  suite_as "$RL_TEST_USER" RL_TEST_REGISTRY="$RL_TEST_REGISTRY" -- --skip nosubid_
   suite_as "$RL_NOSUBID_USER" RL_TEST_NOSUBID=1 -- nosubid_
 }
 
@@ -152,7 +174,8 @@ user_main() {
   host_find_cargo
   check_and_build
   scripts/make-fixtures.sh "$STAGE/fixtures/busybox" "$user"
-  export RL_BIN=$RL RL_TEST_ROOTFS=$STAGE/fixtures/busybox RUST_BACKTRACE=1
+  start_registry
+  export RL_BIN=$RL RL_TEST_ROOTFS=$STAGE/fixtures/busybox RUST_BACKTRACE=1 RL_TEST_REGISTRY
   for i in "${!TEST_EXES[@]}"; do
     step "${TEST_NAMES[$i]}"
     run_one "$LOGS/${TEST_NAMES[$i]}.log" "${TEST_EXES[$i]}" --test-threads=2 --show-output \

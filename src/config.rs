@@ -106,6 +106,10 @@ pub struct ContainerConfig {
     pub network: NetworkMode,
     /// `--rm`: the writable layer and record go when the container exits.
     pub remove: bool,
+    /// The image's id, when run from an image.
+    pub image: Option<String>,
+    /// The signal `rl stop` sends first (the image's StopSignal, else SIGTERM).
+    pub stop_signal: Option<String>,
 }
 
 /// Parses `-v HOST:CTR[:OPTS]`.
@@ -201,10 +205,22 @@ pub fn parse_tmpfs(spec: &str) -> Result<MountSpec> {
 
 /// Builds the environment: defaults, then `--env-file` files, then `-e` (later wins). A bare
 /// `KEY` takes rl's own value and is skipped when rl has none, as in Docker.
-pub fn build_env(env_files: &[PathBuf], env: &[String], tty: bool, hostname: &str) -> Result<Vec<String>> {
+pub fn build_env(
+    image_env: &[String],
+    env_files: &[PathBuf],
+    env: &[String],
+    tty: bool,
+    hostname: &str,
+) -> Result<Vec<String>> {
     let mut out = vec![format!("PATH={DEFAULT_PATH}"), format!("HOSTNAME={hostname}")];
     if tty {
         out.push("TERM=xterm".into());
+    }
+    for e in image_env {
+        if let Some((k, _)) = e.split_once('=') {
+            out.retain(|x| x.split_once('=').map(|(xk, _)| xk) != Some(k));
+            out.push(e.clone());
+        }
     }
     let mut add = |entry: &str, origin: &str| -> Result<()> {
         let entry = entry.trim_start();
@@ -297,10 +313,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("env");
         std::fs::write(&f, "# c\nA=file\n\nB=file\n").unwrap();
-        let env =
-            build_env(&[f], &["B=cli".into(), "PATH=/x".into(), "RL_SURELY_UNSET_VAR".into()], true, "h").unwrap();
-        assert_eq!(env, vec!["HOSTNAME=h", "TERM=xterm", "A=file", "B=cli", "PATH=/x"]);
-        assert!(build_env(&[], &["=x".into()], false, "h").is_err());
+        let image = ["A=image".to_string(), "C=image".into()];
+        let env = build_env(&image, &[f], &["B=cli".into(), "PATH=/x".into(), "RL_SURELY_UNSET_VAR".into()], true, "h")
+            .unwrap();
+        assert_eq!(env, vec!["HOSTNAME=h", "TERM=xterm", "C=image", "A=file", "B=cli", "PATH=/x"]);
+        assert!(build_env(&[], &[], &["=x".into()], false, "h").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

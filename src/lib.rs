@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod helper;
 pub mod hint;
+pub mod image;
 pub mod monitor;
 pub mod network;
 pub mod rootfs;

@@ -373,3 +373,62 @@ pub fn fork_ns_holder(flags: libc::c_int) -> io::Result<Result<NsHolder, nix::er
     }
     Ok(Ok(NsHolder { pid, release: hold_w }))
 }
+
+/// Sets the extended attribute `name` to `value` on `path` without following a final symlink
+/// (`lsetxattr(2)`).
+pub fn lset_xattr(path: &std::path::Path, name: &str, value: &[u8]) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let n = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: both strings are valid and NUL-terminated; value is a live slice of value.len() bytes.
+    let r = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Lists the extended attribute names of `path` without following a final symlink.
+pub fn llist_xattrs(path: &std::path::Path) -> io::Result<Vec<String>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: p is a valid C string and buf a live, writable buffer of buf.len() bytes.
+        let r = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ERANGE) || buf.len() > 1 << 20 {
+            return Err(e);
+        }
+        buf.resize(buf.len() * 4, 0);
+    }
+    Ok(buf.split(|&b| b == 0).filter(|n| !n.is_empty()).map(|n| String::from_utf8_lossy(n).into_owned()).collect())
+}
+
+/// Reads the extended attribute `name` of `path` without following a final symlink.
+pub fn lget_xattr(path: &std::path::Path, name: &str) -> io::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let n = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: valid C strings; buf is a live, writable buffer of buf.len() bytes.
+        let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(buf);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ERANGE) || buf.len() > 1 << 20 {
+            return Err(e);
+        }
+        buf.resize(buf.len() * 4, 0);
+    }
+}

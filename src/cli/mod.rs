@@ -2,6 +2,8 @@
 //! store locations and hands over to the verb; every error ends as one `Error:` line (plus a
 //! `hint:` line) and exit status 125, or the container's own status.
 
+pub mod images;
+pub mod pull;
 pub mod run;
 
 use std::path::PathBuf;
@@ -28,6 +30,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a command in a new container.
     Run(Box<run::RunArgs>),
+    /// Pull an image from a registry.
+    Pull(pull::PullArgs),
+    /// List images.
+    Images(images::ImagesArgs),
 }
 
 /// Runs the command line of this process.
@@ -47,6 +53,8 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Run(args) => run::run(cli.root, cli.runroot, *args),
+        Command::Pull(args) => pull::run(cli.root, cli.runroot, args),
+        Command::Images(args) => images::run(cli.root, cli.runroot, args),
     };
     match result {
         Ok(code) => code,

@@ -23,9 +23,16 @@ pub struct RunArgs {
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
-    /// Use DIR, an exploded root filesystem, as the container's read-only lower layer.
-    #[arg(long, value_name = "DIR", required = true)]
-    pub rootfs: PathBuf,
+    /// Use DIR, an exploded root filesystem, as the container's read-only lower layer (instead
+    /// of an image: the first argument is then the command).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// Pull the image: missing (default), always, or never.
+    #[arg(long, value_name = "POLICY", default_value = "missing")]
+    pub pull: String,
+    /// Run the image for this platform (os/arch[/variant]).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
     /// Remove the container (its writable layer and record) when it exits.
     #[arg(long)]
     pub rm: bool,
@@ -98,8 +105,8 @@ pub struct RunArgs {
     /// Container name (default: generated).
     #[arg(long)]
     pub name: Option<String>,
-    /// The command and its arguments.
-    #[arg(value_name = "COMMAND")]
+    /// IMAGE (unless --rootfs), then the command and its arguments.
+    #[arg(value_name = "IMAGE|COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -125,15 +132,15 @@ fn security(args: &RunArgs) -> Result<Security> {
     })
 }
 
-/// The id maps for this user, warning when there are no subordinate ids.
-fn id_maps(mode: UsernsMode) -> Result<MapPlan> {
+/// The id maps for this user, warning (unless `quiet`) when there are no subordinate ids.
+pub fn id_maps(mode: UsernsMode, quiet: bool) -> Result<MapPlan> {
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
     let name = nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_default();
     let subuids = subid::lookup("/etc/subuid".as_ref(), &name, uid.as_raw())?;
     let subgids = subid::lookup("/etc/subgid".as_ref(), &name, uid.as_raw())?;
     let plan = MapPlan::new(mode, uid.as_raw(), gid.as_raw(), &subuids, &subgids);
-    if !plan.helpers {
+    if !plan.helpers && !quiet {
         eprintln!(
             "warning: no subordinate ids for `{name}` in /etc/subuid and /etc/subgid: using a single-id map \
              (only your own id exists in the container)"
@@ -143,18 +150,113 @@ fn id_maps(mode: UsernsMode) -> Result<MapPlan> {
     Ok(plan)
 }
 
-/// Builds the container's config from the flags.
-fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
-    let rootfs = &args.rootfs;
+/// The rootfs and defaults a container starts from: an exploded directory, or an image.
+struct Base {
+    lower: Vec<PathBuf>,
+    source: String,
+    image: Option<String>,
+    entrypoint: Vec<String>,
+    cmd: Vec<String>,
+    env: Vec<String>,
+    workdir: Option<String>,
+    user: Option<String>,
+    stop_signal: Option<String>,
+}
+
+fn base_from_rootfs(rootfs: &std::path::Path) -> Result<Base> {
     let meta = std::fs::metadata(rootfs).with_context(|| format!("rootfs `{}`", rootfs.display()))?;
     if !meta.is_dir() {
         bail!("rootfs `{}`: not a directory", rootfs.display());
     }
     let rootfs = rootfs.canonicalize().with_context(|| format!("rootfs `{}`", rootfs.display()))?;
-    let mut argv: Vec<String> = args.entrypoint.iter().cloned().collect();
-    argv.extend(args.command.iter().cloned());
+    Ok(Base {
+        source: rootfs.display().to_string(),
+        lower: vec![rootfs],
+        image: None,
+        entrypoint: Vec::new(),
+        cmd: Vec::new(),
+        env: Vec::new(),
+        workdir: None,
+        user: None,
+        stop_signal: None,
+    })
+}
+
+fn base_from_image(paths: &Paths, name: &str, args: &RunArgs) -> Result<Base> {
+    use crate::image::reference::{Reference, Rule};
+    let r = match Reference::parse(name) {
+        Ok(r) => r,
+        // An image id (or `sha256:` id) names a stored image.
+        Err(e) if e.rule == Rule::LooksLikeId => {
+            return match crate::store::images::find(paths, name, None)? {
+                Some(rec) => image_base(paths, name, rec),
+                None => bail!("image `{name}`: no image with this id in the store"),
+            };
+        }
+        Err(e) => bail!("{e}"),
+    };
+    let platform = args.platform.as_deref().map(crate::image::manifest::Platform::parse).transpose()?;
+    let found = match args.pull.as_str() {
+        "always" => None,
+        "missing" | "never" => crate::store::images::find(paths, name, Some(&r))?,
+        other => bail!("pull policy `{other}`: expected missing, always or never"),
+    };
+    let rec = match found {
+        Some(rec) => rec,
+        None if args.pull == "never" => bail!("image `{r}`: not in the store and --pull=never"),
+        None => {
+            let opts = crate::image::pull::Options { platform, quiet: false };
+            super::pull::pull_image(paths, &r, &opts)?
+        }
+    };
+    image_base(paths, &r.to_string(), rec)
+}
+
+fn image_base(paths: &Paths, source: &str, rec: crate::store::images::ImageRecord) -> Result<Base> {
+    let r = source;
+    let config_bytes = crate::store::images::config(paths, &rec.id)?;
+    let config = oci_spec::image::ImageConfiguration::from_reader(&config_bytes[..])
+        .with_context(|| format!("image `{r}`: parse config"))?;
+    let c = config.config().clone().unwrap_or_default();
+    let mut lower = Vec::new();
+    for d in rec.layers.iter().rev() {
+        lower.push(paths.layer_dir(d)?);
+    }
+    Ok(Base {
+        lower,
+        source: source.to_string(),
+        image: Some(rec.id.clone()),
+        entrypoint: c.entrypoint().clone().unwrap_or_default(),
+        cmd: c.cmd().clone().unwrap_or_default(),
+        env: c.env().clone().unwrap_or_default(),
+        workdir: c.working_dir().clone().filter(|w| !w.is_empty()),
+        user: c.user().clone().filter(|u| !u.is_empty()),
+        stop_signal: c.stop_signal().clone().filter(|s| !s.is_empty()),
+    })
+}
+
+/// Builds the container's config from the flags (and the image's config).
+fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
+    let (base, command) = match &args.rootfs {
+        Some(dir) => (base_from_rootfs(dir)?, args.command.clone()),
+        None => match args.command.split_first() {
+            Some((image, rest)) => (base_from_image(paths, image, args)?, rest.to_vec()),
+            None => bail!("run: no image given (or --rootfs DIR)"),
+        },
+    };
+    // Docker's rules: --entrypoint replaces the image's entrypoint and drops its CMD; arguments
+    // replace CMD.
+    let mut argv: Vec<String> = match &args.entrypoint {
+        Some(e) => vec![e.clone()],
+        None => base.entrypoint.clone(),
+    };
+    if !command.is_empty() {
+        argv.extend(command);
+    } else if args.entrypoint.is_none() {
+        argv.extend(base.cmd.iter().cloned());
+    }
     if argv.is_empty() || argv[0].is_empty() {
-        bail!("run: no command given (and no --entrypoint)");
+        bail!("run: no command given (and no --entrypoint, or CMD/ENTRYPOINT in the image)");
     }
     let userns = match args.userns.as_deref() {
         None | Some("") | Some("auto") => UsernsMode::Root,
@@ -175,27 +277,28 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
         mounts.push(config::parse_tmpfs(t)?);
     }
     let security = security(args)?;
-    let idmap = id_maps(userns)?;
+    let idmap = id_maps(userns, false)?;
     let id = state::new_id()?;
     let name = args.name.clone().unwrap_or_else(|| state::generated_name(&id));
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
         bail!("container name `{name}`: only letters, digits, `_`, `.` and `-` are allowed");
     }
     let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_string());
-    let env = config::build_env(&args.env_file, &args.env, args.tty, &hostname)?;
-    let user = match (&args.user, userns) {
-        (Some(u), _) => u.clone(),
-        (None, UsernsMode::KeepId) => {
-            format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid())
-        }
-        (None, UsernsMode::Root) => String::new(),
+    let env = config::build_env(&base.env, &args.env_file, &args.env, args.tty, &hostname)?;
+    let user = match (&args.user, userns, &base.user) {
+        (Some(u), _, _) => u.clone(),
+        (None, UsernsMode::KeepId, _) => format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid()),
+        (None, UsernsMode::Root, Some(u)) => u.clone(),
+        (None, UsernsMode::Root, None) => String::new(),
     };
     let record = paths.container(&id);
     let run = paths.container_run(&id);
     Ok(ContainerConfig {
-        rootfs_source: rootfs.display().to_string(),
+        rootfs_source: base.source,
+        image: base.image,
+        stop_signal: base.stop_signal,
         dirs: Dirs {
-            lower: vec![rootfs],
+            lower: base.lower,
             upper: record.join("upper"),
             work: record.join("work"),
             merged: run.join("merged"),
@@ -205,7 +308,7 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
         process: Process {
             args: argv,
             env,
-            cwd: args.workdir.clone().unwrap_or_else(|| "/".into()),
+            cwd: args.workdir.clone().or(base.workdir).unwrap_or_else(|| "/".into()),
             user,
             group_add: args.group_add.clone(),
             tty: args.tty,
@@ -259,7 +362,7 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
     )
     .context("create signalfd")?;
     let stdin = if args.interactive && !args.tty { Stdio::inherit() } else { Stdio::null() };
-    let how = Spawn { stdin, sealed: cfg.process.init };
+    let how = Spawn { stdin, sealed: cfg.process.init, fds: Vec::new() };
     // The record and the runtime files are written while the id-map helpers run.
     let stage = Stage1::spawn(&cfg.idmap, Job::Run(Box::new(cfg.clone())), how, || {
         state::create(paths, cfg)?;

@@ -18,6 +18,8 @@ pub enum Job {
     Run(Box<ContainerConfig>),
     /// Remove a directory tree whose files belong to subordinate ids.
     RemoveTree(std::path::PathBuf),
+    /// Unpack layers streamed on the fds sent with the job.
+    Unpack(crate::image::pull::UnpackJob),
 }
 
 /// Every message, in both directions.
@@ -38,6 +40,10 @@ pub enum Msg {
     Exited { code: Option<i32>, signal: Option<i32> },
     /// Stage 1 → parent: a job other than Run finished.
     Done,
+    /// Stage 1 → parent: per layer of an unpack job, its diff id or the error.
+    Unpacked { results: Vec<Result<String, String>> },
+    /// Parent → stage 1: remove these trees (staging dirs that did not make it), then say Done.
+    RemoveTrees(Vec<std::path::PathBuf>),
 }
 
 /// The most fds one message carries.

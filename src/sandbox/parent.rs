@@ -54,6 +54,8 @@ pub struct Spawn {
     /// container's pid namespace with a payload process — stage 1 stays outside it, and the init
     /// execs the payload before any other process exists there — so the copy is skipped.
     pub sealed: bool,
+    /// Fds handed to stage 1 with the job (an unpack job's layer streams).
+    pub fds: Vec<OwnedFd>,
 }
 
 /// The namespaces a job's holder creates, in the order stage 1 joins them (user first: it
@@ -70,7 +72,7 @@ fn namespaces(job: &Job) -> &'static [(&'static str, libc::c_int)] {
     ];
     match job {
         Job::Run(_) => &RUN,
-        Job::RemoveTree(_) => &RUN[..1],
+        Job::RemoveTree(_) | Job::Unpack(_) => &RUN[..1],
     }
 }
 
@@ -113,6 +115,7 @@ impl Stage1 {
         };
         let mut cmd = Command::new(program);
         cmd.arg0("rl").arg("__stage1").stdin(how.stdin);
+        let how_fds = how.fds;
         sys::set_pre_exec(
             &mut cmd,
             sys::PreExec {
@@ -126,7 +129,9 @@ impl Stage1 {
         drop(exe);
         let stage = Stage1 { child, chan: ours };
         let joined = (|| {
-            stage.chan.send(&Msg::Job(job))?;
+            let job_fds: Vec<i32> = how_fds.iter().map(|f| f.as_raw_fd()).collect();
+            stage.chan.send_fds(&Msg::Job(job), &job_fds)?;
+            drop(how_fds);
             plan.apply(holder.pid, meanwhile)?;
             let mut fds = Vec::with_capacity(ns.len());
             for (name, _) in ns {

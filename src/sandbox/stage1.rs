@@ -57,8 +57,8 @@ pub fn main() -> i32 {
 
 fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
     let parent = unistd::getppid();
-    let job = match chan.recv()? {
-        Some(Msg::Job(job)) => job,
+    let (job, job_fds) = match chan.recv_fds()? {
+        Some((Msg::Job(job), fds)) => (job, fds),
         Some(other) => bail!("sync socket: expected a job, got {other:?}"),
         None => return Ok(()),
     };
@@ -98,6 +98,19 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
         Job::RemoveTree(path) => {
             remove_tree(&path)?;
             chan.send(&Msg::Done)
+        }
+        Job::Unpack(job) => {
+            let results = crate::image::pull::unpack_all(&job, job_fds);
+            chan.send(&Msg::Unpacked { results })?;
+            match chan.recv()? {
+                Some(Msg::RemoveTrees(trees)) => {
+                    for t in &trees {
+                        remove_tree(t)?;
+                    }
+                    chan.send(&Msg::Done)
+                }
+                _ => Ok(()),
+            }
         }
     }
 }

@@ -201,6 +201,13 @@ impl Ctx {
         c
     }
 
+    /// `rl … run OPTS IMAGE CMD…` to the end, with empty stdin.
+    pub fn run_cmd_in_image(&self, opts: &[&str], image: &str, cmd: &[&str]) -> Out {
+        let mut c = self.rl();
+        c.arg("run").args(opts).arg(image).args(cmd);
+        output(c, None)
+    }
+
     /// Runs a container to the end with empty stdin.
     pub fn run(&self, opts: &[&str], cmd: &[&str]) -> Out {
         output(self.run_cmd(opts, cmd), None)

@@ -1,0 +1,250 @@
+//! `rl pull`: manifest (or index → the platform's manifest) → config → the layers the store
+//! lacks. Each missing layer downloads in its own thread of the `rl` parent, hashed as it
+//! streams, into a pipe; one stage-1 process in the user's user namespace decompresses and
+//! unpacks every pipe at once (a thread per layer) into staging directories, so file owners
+//! become subordinate ids, and reports each layer's diff id. Only when the blob digest, size and
+//! diff id all match does the parent rename a staging directory into `layers/`; anything else is
+//! removed by the same stage-1 process (only it can delete files owned by subordinate ids).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::{anyhow, bail, Context, Result};
+use oci_spec::image::{Descriptor, ImageConfiguration};
+use serde::{Deserialize, Serialize};
+
+use super::digest::{self, Hashing};
+use super::manifest::{self, Compression, Fetched, Platform};
+use super::reference::Reference;
+use super::registry::Client;
+use crate::sandbox::msg::{Job, Msg};
+use crate::sandbox::parent::{Spawn, Stage1};
+use crate::store::images::{self, ImageRecord};
+use crate::store::{unpack, Paths};
+use crate::userns::MapPlan;
+
+/// One layer for stage 1 to unpack; its stream arrives on the fd sent with the job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerJob {
+    pub staging: PathBuf,
+    pub compression: Compression,
+}
+
+/// The unpack job: layers in the order of the fds sent with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnpackJob {
+    pub layers: Vec<LayerJob>,
+    pub max_uid: u32,
+    pub max_gid: u32,
+}
+
+/// How to pull.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub platform: Option<Platform>,
+    pub quiet: bool,
+}
+
+/// Pulls `r` into the store and returns its record (already stored images are re-tagged).
+pub fn pull(paths: &Paths, r: &Reference, plan: &MapPlan, opts: &Options) -> Result<ImageRecord> {
+    images::init(paths)?;
+    let client = Client::new(&r.registry, r.api_host(), &r.repository, None, false);
+    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+    let (mut bytes, ctype) = client.manifest(r.tag_or_digest())?;
+    let mut manifest_digest = digest::sha256(&bytes);
+    let manifest = match manifest::parse(&bytes, &ctype).with_context(|| format!("image `{r}`"))? {
+        Fetched::Manifest(m) => m,
+        Fetched::Index(index) => {
+            let d = manifest::select(&index, &platform).with_context(|| format!("image `{r}`"))?;
+            manifest_digest = d.digest().to_string();
+            let (b, t) = client.manifest(&manifest_digest)?;
+            bytes = b;
+            match manifest::parse(&bytes, &t)? {
+                Fetched::Manifest(m) => m,
+                Fetched::Index(_) => bail!("image `{r}`: the index points at another index"),
+            }
+        }
+    };
+    let cfg = manifest.config();
+    let config_bytes = client.small_blob(cfg.digest().as_ref(), cfg.size(), manifest::MAX_CONFIG)?;
+    let config =
+        ImageConfiguration::from_reader(&config_bytes[..]).with_context(|| format!("image `{r}`: parse config"))?;
+    let diff_ids = config.rootfs().diff_ids().clone();
+    if diff_ids.len() != manifest.layers().len() {
+        bail!(
+            "image `{r}`: the manifest has {} layers but the config lists {} diff ids",
+            manifest.layers().len(),
+            diff_ids.len()
+        );
+    }
+    let mut missing = Vec::new();
+    for (desc, diff_id) in manifest.layers().iter().zip(&diff_ids) {
+        if !paths.layer_dir(diff_id)?.exists() && !missing.iter().any(|(_, d): &(Descriptor, String)| d == diff_id) {
+            missing.push((desc.clone(), diff_id.clone()));
+        }
+    }
+    if !opts.quiet {
+        eprintln!("pulling {r}: {} layer(s), {} to fetch", diff_ids.len(), missing.len());
+    }
+    if !missing.is_empty() {
+        fetch_layers(paths, &client, &missing, plan)?;
+    }
+    let record = ImageRecord {
+        id: digest::sha256(&config_bytes),
+        digest: manifest_digest,
+        layers: diff_ids,
+        size: manifest.layers().iter().map(|l| l.size()).sum(),
+        platform: format!("{}/{}", config.os(), config.architecture()),
+        pulled_ns: crate::state::now_ns(),
+    };
+    images::save(paths, &record, &bytes, &config_bytes, &[r.to_string()])?;
+    Ok(record)
+}
+
+/// The highest id mapped inside a namespace with `plan`.
+fn max_inside(maps: &[crate::userns::IdMapping]) -> u32 {
+    maps.iter().map(|m| m.inside + m.count.saturating_sub(1)).max().unwrap_or(0)
+}
+
+fn fetch_layers(paths: &Paths, client: &Client, missing: &[(Descriptor, String)], plan: &MapPlan) -> Result<()> {
+    let mut jobs = Vec::new();
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for (desc, _) in missing {
+        let staging = images::tempdir_in(&paths.staging(), "layer")?;
+        let compression = Compression::of_media_type(desc.media_type().as_ref())?;
+        jobs.push(LayerJob { staging, compression });
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create a layer pipe")?;
+        readers.push(r);
+        writers.push(w);
+    }
+    let staging: Vec<PathBuf> = jobs.iter().map(|j| j.staging.clone()).collect();
+    let job = UnpackJob { layers: jobs, max_uid: max_inside(&plan.uid), max_gid: max_inside(&plan.gid) };
+    let how = Spawn { stdin: Stdio::null(), sealed: false, fds: readers };
+    let stage = Stage1::spawn(plan, Job::Unpack(job), how, || Ok(()))?;
+
+    let downloads: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            missing.iter().zip(writers).map(|((desc, _), w)| s.spawn(move || download(client, desc, w))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a download thread panicked")))).collect()
+    });
+    let unpacked = match stage.expect_msg()? {
+        Msg::Unpacked { results } => results,
+        other => return Err(stage.fail(other)),
+    };
+    let mut failure = None;
+    let mut leftovers = Vec::new();
+    for (((dl, un), (desc, diff_id)), dir) in downloads.into_iter().zip(unpacked).zip(missing).zip(&staging) {
+        let outcome = dl.and_then(|()| un.map_err(|e| anyhow!(e))).and_then(|got| {
+            if &got != diff_id {
+                bail!("layer `{}`: its content is {got}, but the image config says {diff_id}", desc.digest());
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) if failure.is_none() => {
+                let dest = paths.layer_dir(diff_id)?;
+                // A concurrent pull may have stored the same layer first: keep theirs.
+                if std::fs::rename(dir, &dest).is_err() {
+                    leftovers.push(dir.clone());
+                }
+            }
+            Ok(()) => leftovers.push(dir.clone()),
+            Err(e) => {
+                leftovers.push(dir.clone());
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    stage.chan.send(&Msg::RemoveTrees(leftovers))?;
+    let done = stage.expect_msg();
+    stage.reap();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    match done? {
+        Msg::Done => Ok(()),
+        other => Err(anyhow!("the stage-1 process sent an unexpected {other:?}")),
+    }
+}
+
+/// Streams one blob into `w`, resuming with `Range` after a broken connection, and checks its
+/// digest and size at the end.
+fn download(client: &Client, desc: &Descriptor, w: OwnedFd) -> Result<()> {
+    let digest = desc.digest().to_string();
+    digest::hex_of(&digest)?;
+    let mut out = File::from(w);
+    let mut hashed = Hashing::new(Box::new(client.blob(&digest, 0)?) as Box<dyn Read + Send>);
+    let mut resumes = 0;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        match hashed.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if hashed.count() > desc.size() {
+                    bail!("layer `{digest}`: more than the {} bytes the manifest declares", desc.size());
+                }
+                out.write_all(&buf[..n]).with_context(|| format!("layer `{digest}`: pass to the unpacker"))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if resumes < 3 && hashed.count() < desc.size() => {
+                resumes += 1;
+                let at = hashed.count();
+                *hashed.get_mut() = Box::new(client.blob(&digest, at).with_context(|| format!("resume after: {e}"))?);
+            }
+            Err(e) => return Err(e).with_context(|| format!("layer `{digest}`: download")),
+        }
+    }
+    let (got, size) = hashed.finish();
+    if size != desc.size() {
+        bail!("layer `{digest}`: truncated: got {size} of {} bytes", desc.size());
+    }
+    if got != digest {
+        bail!("layer `{digest}`: digest mismatch: the content is {got}");
+    }
+    Ok(())
+}
+
+/// Stage 1's side: unpack every layer from its pipe at once; each result is the layer's diff id
+/// or the error text.
+pub fn unpack_all(job: &UnpackJob, fds: Vec<OwnedFd>) -> Vec<Result<String, String>> {
+    let opts = unpack::Options { max_uid: job.max_uid, max_gid: job.max_gid, apply_owners: true };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = job
+            .layers
+            .iter()
+            .zip(fds)
+            .map(|(layer, fd)| {
+                let opts = &opts;
+                s.spawn(move || unpack_one(layer, fd, opts).map_err(|e| format!("{e:#}")))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("an unpack thread panicked".into()))).collect()
+    })
+}
+
+fn unpack_one(layer: &LayerJob, fd: OwnedFd, opts: &unpack::Options) -> Result<String> {
+    let input = std::io::BufReader::with_capacity(256 << 10, File::from(fd));
+    let stream: Box<dyn Read> = match layer.compression {
+        Compression::None => Box::new(input),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(input).context("start zstd")?),
+    };
+    let mut tar = Hashing::new(stream);
+    let report = unpack::unpack(&mut tar, &layer.staging, opts)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if report.remapped_owners > 0 {
+        eprintln!(
+            "warning: {} file(s) owned by ids outside your subordinate range now belong to root",
+            report.remapped_owners
+        );
+    }
+    // The diff id covers the whole stream, including padding after the end-of-archive marker.
+    std::io::copy(&mut tar, &mut std::io::sink()).context("read the end of the layer")?;
+    Ok(tar.finish().0)
+}

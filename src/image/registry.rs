@@ -1,0 +1,355 @@
+//! A client for one repository of a registry speaking the OCI distribution protocol: the `/v2/`
+//! API over HTTPS (plain HTTP for loopback and configured insecure registries, as Docker does),
+//! with the `WWW-Authenticate` challenge answered by a Bearer token (anonymous or with
+//! credentials, scoped to the repository, reused until it expires) or Basic auth. Redirects for
+//! blobs are followed without the credential (ureq never sends `Authorization` across a
+//! redirect). Failed requests are retried with backoff on 429, 5xx and connection errors. Runs
+//! in the `rl` parent, from the pull's download threads.
+
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine;
+use ureq::http::Response;
+use ureq::Body;
+
+/// A user name and password (or token) for a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// How many times a request is tried before its error counts.
+const ATTEMPTS: u32 = 4;
+
+/// One repository on one registry.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    /// The registry as the user named it, for messages.
+    pub registry: String,
+    pub repository: String,
+    creds: Option<Credentials>,
+    auth: Mutex<Auth>,
+}
+
+#[derive(Debug, Clone, Default)]
+enum Auth {
+    #[default]
+    None,
+    Basic,
+    Bearer {
+        token: String,
+        until: Instant,
+    },
+}
+
+/// Whether `host` (with port) is a loopback registry, which may use plain HTTP.
+pub fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => {
+            host.rsplit_once(':').map_or(host, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host })
+        }
+    };
+    name == "localhost" || name == "::1" || name.starts_with("127.")
+}
+
+impl Client {
+    /// A client for `repository` at `api_host` (`registry` is the name the user gave).
+    pub fn new(registry: &str, api_host: &str, repository: &str, creds: Option<Credentials>, insecure: bool) -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .user_agent(concat!("rl/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let scheme = if insecure || is_loopback(api_host) { "http" } else { "https" };
+        Client {
+            agent: config.into(),
+            base: format!("{scheme}://{api_host}"),
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            creds,
+            auth: Mutex::new(Auth::None),
+        }
+    }
+
+    fn authorization(&self) -> Option<String> {
+        let auth = self.auth.lock().map(|a| a.clone()).unwrap_or_default();
+        match auth {
+            Auth::None => None,
+            Auth::Basic => self.creds.as_ref().map(basic_header),
+            Auth::Bearer { token, until } if Instant::now() < until => Some(format!("Bearer {token}")),
+            Auth::Bearer { .. } => None,
+        }
+    }
+
+    /// GET `path` (under /v2/) with `headers`, answering an auth challenge once and retrying
+    /// transient failures.
+    fn get(&self, path: &str, headers: &[(&str, String)]) -> Result<Response<Body>> {
+        let url = format!("{}/v2/{path}", self.base);
+        let mut challenged = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = self.agent.get(&url);
+            for (k, v) in headers {
+                req = req.header(*k, v);
+            }
+            if let Some(a) = self.authorization() {
+                req = req.header("Authorization", a);
+            }
+            let resp = match req.call() {
+                Ok(r) => r,
+                Err(e) if attempt < ATTEMPTS && transient(&e) => {
+                    backoff(attempt);
+                    continue;
+                }
+                Err(e) => return Err(anyhow!("{}: {e}", self.what(path))),
+            };
+            let status = resp.status().as_u16();
+            if status == 401 && !challenged {
+                challenged = true;
+                let challenge =
+                    resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                self.answer(&challenge)?;
+                continue;
+            }
+            if (status == 429 || status >= 500) && attempt < ATTEMPTS {
+                backoff(attempt);
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    fn what(&self, path: &str) -> String {
+        format!("registry `{}`: GET /v2/{path}", self.registry)
+    }
+
+    /// Answers a `WWW-Authenticate` challenge: fetch a Bearer token, or switch to Basic.
+    fn answer(&self, challenge: &str) -> Result<()> {
+        let (scheme, params) = parse_challenge(challenge);
+        match scheme.to_ascii_lowercase().as_str() {
+            "bearer" => {
+                let realm = params.iter().find(|(k, _)| k == "realm").map(|(_, v)| v.clone()).ok_or_else(|| {
+                    anyhow!("registry `{}`: Bearer challenge without a realm: `{challenge}`", self.registry)
+                })?;
+                let service = params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone());
+                let scope = format!("repository:{}:pull", self.repository);
+                let mut req = self.agent.get(&realm).query("scope", &scope);
+                if let Some(s) = &service {
+                    req = req.query("service", s);
+                }
+                if let Some(c) = &self.creds {
+                    req = req.header("Authorization", basic_header(c));
+                }
+                let resp =
+                    req.call().map_err(|e| anyhow!("registry `{}`: token from `{realm}`: {e}", self.registry))?;
+                let status = resp.status().as_u16();
+                if status == 401 || status == 403 {
+                    bail!(self.unauthorized(status));
+                }
+                if status != 200 {
+                    bail!("registry `{}`: token from `{realm}`: HTTP {status}", self.registry);
+                }
+                let raw = resp
+                    .into_body()
+                    .with_config()
+                    .limit(1 << 20)
+                    .read_to_vec()
+                    .with_context(|| format!("registry `{}`: read the token from `{realm}`", self.registry))?;
+                let body: serde_json::Value = serde_json::from_slice(&raw)
+                    .with_context(|| format!("registry `{}`: parse the token from `{realm}`", self.registry))?;
+                let token = body
+                    .get("token")
+                    .or_else(|| body.get("access_token"))
+                    .and_then(|t| t.as_str())
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| {
+                        anyhow!("registry `{}`: token response from `{realm}` has no token", self.registry)
+                    })?;
+                let secs = body.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(60).max(10);
+                // Renew a little early so a token never expires mid-request.
+                let until = Instant::now() + Duration::from_secs(secs.saturating_sub(5));
+                if let Ok(mut a) = self.auth.lock() {
+                    *a = Auth::Bearer { token: token.to_string(), until };
+                }
+                Ok(())
+            }
+            "basic" => {
+                if self.creds.is_none() {
+                    bail!(self.unauthorized(401));
+                }
+                if let Ok(mut a) = self.auth.lock() {
+                    *a = Auth::Basic;
+                }
+                Ok(())
+            }
+            _ => bail!("registry `{}`: unsupported authentication challenge `{challenge}`", self.registry),
+        }
+    }
+
+    fn unauthorized(&self, status: u16) -> String {
+        match &self.creds {
+            Some(c) => format!(
+                "registry `{}`: access to `{}` denied for user `{}` (HTTP {status}): wrong password or no permission",
+                self.registry, self.repository, c.username
+            ),
+            None => format!(
+                "registry `{}`: access to `{}` requires authentication (HTTP {status}); log in with `rl login {}`",
+                self.registry, self.repository, self.registry
+            ),
+        }
+    }
+
+    fn check(&self, resp: Response<Body>, what: &str) -> Result<Response<Body>> {
+        match resp.status().as_u16() {
+            200 | 206 => Ok(resp),
+            401 | 403 => bail!(self.unauthorized(resp.status().as_u16())),
+            404 => bail!("registry `{}`: {what} not found in `{}` (HTTP 404)", self.registry, self.repository),
+            s => {
+                let body = resp.into_body().with_config().limit(4096).read_to_string().unwrap_or_default();
+                bail!("registry `{}`: {what}: HTTP {s} {}", self.registry, body.trim())
+            }
+        }
+    }
+
+    /// Fetches the manifest or index `reference` (a tag or digest): its bytes, content type and
+    /// digest (computed; checked against `reference` when it is a digest).
+    pub fn manifest(&self, reference: &str) -> Result<(Vec<u8>, String)> {
+        let accept = super::manifest::ACCEPT.join(", ");
+        let resp = self.get(&format!("{}/manifests/{reference}", self.repository), &[("Accept", accept)])?;
+        let resp = self.check(resp, &format!("manifest `{reference}`"))?;
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let bytes = resp
+            .into_body()
+            .with_config()
+            .limit(super::manifest::MAX_MANIFEST)
+            .read_to_vec()
+            .with_context(|| format!("registry `{}`: read manifest `{reference}`", self.registry))?;
+        if reference.contains(':') {
+            super::digest::verify(&bytes, reference, None).with_context(|| format!("manifest `{reference}`"))?;
+        }
+        Ok((bytes, content_type))
+    }
+
+    /// A reader over blob `digest` from byte `offset` (a `Range` request when > 0).
+    pub fn blob(&self, digest: &str, offset: u64) -> Result<impl Read + Send + 'static> {
+        let headers: Vec<(&str, String)> =
+            if offset > 0 { vec![("Range", format!("bytes={offset}-"))] } else { Vec::new() };
+        let resp = self.get(&format!("{}/blobs/{digest}", self.repository), &headers)?;
+        if offset > 0 && resp.status().as_u16() != 206 {
+            bail!(
+                "registry `{}`: blob `{digest}` cannot resume at byte {offset} (HTTP {})",
+                self.registry,
+                resp.status()
+            );
+        }
+        let resp = self.check(resp, &format!("blob `{digest}`"))?;
+        Ok(resp.into_body().into_reader())
+    }
+
+    /// A whole small blob (an image config), size-capped and verified.
+    pub fn small_blob(&self, digest: &str, size: u64, cap: u64) -> Result<Vec<u8>> {
+        if size > cap {
+            bail!("registry `{}`: blob `{digest}` of {size} bytes exceeds the {cap}-byte limit", self.registry);
+        }
+        let mut bytes = Vec::new();
+        self.blob(digest, 0)?
+            .take(cap + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("registry `{}`: read blob `{digest}`", self.registry))?;
+        super::digest::verify(&bytes, digest, Some(size)).with_context(|| format!("blob `{digest}`"))?;
+        Ok(bytes)
+    }
+}
+
+fn basic_header(c: &Credentials) -> String {
+    let raw = format!("{}:{}", c.username, c.password);
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+fn transient(e: &ureq::Error) -> bool {
+    matches!(e, ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed)
+}
+
+fn backoff(attempt: u32) {
+    // Exponential backoff between retries of a failed request (not synchronisation).
+    std::thread::sleep(Duration::from_millis(200 << attempt.min(5)));
+}
+
+/// Splits `Bearer realm="…",service="…"` into its scheme and parameters.
+pub fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    let mut params = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect::<String>().trim().to_ascii_lowercase();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value = chars.by_ref().take_while(|c| *c != ',').collect::<String>().trim().to_string();
+        }
+        params.push((key, value));
+    }
+    (scheme.to_string(), params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull,push""#,
+        );
+        assert_eq!(s, "Bearer");
+        assert_eq!(
+            p,
+            vec![
+                ("realm".into(), "https://auth.docker.io/token".into()),
+                ("service".into(), "registry.docker.io".into()),
+                ("scope".into(), "repository:library/alpine:pull,push".into()),
+            ]
+        );
+        let (s, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
+        assert_eq!((s.as_str(), p[0].1.as_str()), ("Basic", "Registry Realm"));
+        let (_, p) = parse_challenge("Bearer realm=http://x/token, service=svc");
+        assert_eq!(p[1], ("service".into(), "svc".into()));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["example.com", "10.0.0.1:5000", "localhost.example.com", "[::2]:1"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+}
