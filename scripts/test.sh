@@ -95,7 +95,7 @@ run_one() {
 start_registry() {
   local top port=${RL_REGISTRY_PORT:-5055}
   top=$(pwd)
-  RL_TEST_REGISTRY=
+  RL_TEST_REGISTRY= RL_TEST_AUTH_REGISTRY= RL_TEST_AUTH_CREDS=
   if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null; then
     echo "skipped: image tests: docker-registry or skopeo not installed"
     return 0
@@ -108,6 +108,17 @@ start_registry() {
   quiet "$LOGS/registry.log" scripts/registry.sh seed "$STAGE/registry" "$port" "$STAGE/images" \
     >>"$LOGS/registry.log"
   RL_TEST_REGISTRY=127.0.0.1:$port
+  # A second registry that wants a password (Basic auth), for login and credential tests.
+  local auth_port=$((port + 2)) creds=rltest:rl-test-password
+  quiet "$LOGS/registry.log" scripts/registry.sh start "$STAGE/registry-auth" "$auth_port" --auth basic \
+    --creds "$creds" >>"$LOGS/registry.log"
+  # shellcheck disable=SC2064 # expand now: the script cds away later
+  trap "'$top/scripts/registry.sh' stop '$STAGE/registry' >/dev/null 2>&1 || true;
+        '$top/scripts/registry.sh' stop '$STAGE/registry-auth' >/dev/null 2>&1 || true" EXIT
+  quiet "$LOGS/registry.log" scripts/registry.sh seed "$STAGE/registry-auth" "$auth_port" "$STAGE/images" \
+    --creds "$creds" >>"$LOGS/registry.log"
+  RL_TEST_AUTH_REGISTRY=127.0.0.1:$auth_port
+  RL_TEST_AUTH_CREDS=$creds
 }
 
 # suite_as USER EXTRA_ENV... -- TEST_ARGS...: run every staged executable as USER in a clean,
@@ -159,7 +170,8 @@ root_main() {
 
   start_registry
   cd "$STAGE" # the test users cannot enter the checkout
-  suite_as "$RL_TEST_USER" RL_TEST_REGISTRY="$RL_TEST_REGISTRY" -- --skip nosubid_
+  suite_as "$RL_TEST_USER" RL_TEST_REGISTRY="$RL_TEST_REGISTRY" RL_TEST_AUTH_REGISTRY="$RL_TEST_AUTH_REGISTRY" \
+    RL_TEST_AUTH_CREDS="$RL_TEST_AUTH_CREDS" -- --skip nosubid_
   suite_as "$RL_NOSUBID_USER" RL_TEST_NOSUBID=1 -- nosubid_
 }
 
@@ -175,7 +187,8 @@ user_main() {
   check_and_build
   scripts/make-fixtures.sh "$STAGE/fixtures/busybox" "$user"
   start_registry
-  export RL_BIN=$RL RL_TEST_ROOTFS=$STAGE/fixtures/busybox RUST_BACKTRACE=1 RL_TEST_REGISTRY
+  export RL_BIN=$RL RL_TEST_ROOTFS=$STAGE/fixtures/busybox RUST_BACKTRACE=1 RL_TEST_REGISTRY \
+    RL_TEST_AUTH_REGISTRY RL_TEST_AUTH_CREDS
   for i in "${!TEST_EXES[@]}"; do
     step "${TEST_NAMES[$i]}"
     run_one "$LOGS/${TEST_NAMES[$i]}.log" "${TEST_EXES[$i]}" --test-threads=2 --show-output \

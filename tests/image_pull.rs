@@ -58,6 +58,10 @@ fn pull_lists_and_runs_busybox() {
     assert_eq!(layers.len(), 1, "one layer stored");
     let meta = std::fs::symlink_metadata(layers[0].path().join("bin/busybox")).expect("busybox in the layer");
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), uid(), "root inside = the user outside");
+    // uid 1000 inside is the 1000th subordinate id outside (inside 1 = the first).
+    let (start, _) = subids("/etc/subuid").expect("a subordinate range");
+    let home = std::fs::symlink_metadata(layers[0].path().join("home/user")).expect("/home/user in the layer");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&home), start + 999, "owners map to subordinate ids");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! `hint:` line) and exit status 125, or the container's own status.
 
 pub mod images;
+pub mod login;
 pub mod pull;
 pub mod run;
 
@@ -34,6 +35,10 @@ pub enum Command {
     Pull(pull::PullArgs),
     /// List images.
     Images(images::ImagesArgs),
+    /// Log in to a registry (credentials go to auth.json).
+    Login(login::LoginArgs),
+    /// Log out of a registry.
+    Logout(login::LogoutArgs),
 }
 
 /// Runs the command line of this process.
@@ -55,6 +60,8 @@ pub fn main() -> i32 {
         Command::Run(args) => run::run(cli.root, cli.runroot, *args),
         Command::Pull(args) => pull::run(cli.root, cli.runroot, args),
         Command::Images(args) => images::run(cli.root, cli.runroot, args),
+        Command::Login(args) => login::login(args),
+        Command::Logout(args) => login::logout(args),
     };
     match result {
         Ok(code) => code,

@@ -3,8 +3,10 @@
 //! ([`pull`]). Runs in the `rl` parent, except the unpacking half of [`pull`], which stage 1 runs
 //! inside the user namespace.
 
+pub mod auth;
 pub mod digest;
 pub mod manifest;
 pub mod pull;
 pub mod reference;
+pub mod registries;
 pub mod registry;

@@ -16,9 +16,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use oci_spec::image::{Descriptor, ImageConfiguration};
 use serde::{Deserialize, Serialize};
 
+use super::auth;
 use super::digest::{self, Hashing};
 use super::manifest::{self, Compression, Fetched, Platform};
 use super::reference::Reference;
+use super::registries::Config;
 use super::registry::Client;
 use crate::sandbox::msg::{Job, Msg};
 use crate::sandbox::parent::{Spawn, Stage1};
@@ -51,7 +53,29 @@ pub struct Options {
 /// Pulls `r` into the store and returns its record (already stored images are re-tagged).
 pub fn pull(paths: &Paths, r: &Reference, plan: &MapPlan, opts: &Options) -> Result<ImageRecord> {
     images::init(paths)?;
-    let client = Client::new(&r.registry, r.api_host(), &r.repository, None, false);
+    let config = Config::load()?;
+    let endpoints = config.endpoints(&r.name())?;
+    let last = endpoints.len() - 1;
+    for (i, e) in endpoints.iter().enumerate() {
+        let (host, repo) = e.location.split_once('/').unwrap_or((e.location.as_str(), ""));
+        let api_host = if host == "docker.io" { "registry-1.docker.io" } else { host };
+        let creds = auth::lookup(host)?;
+        let client = Client::new(host, api_host, repo, creds, e.insecure);
+        match pull_from(paths, r, &client, plan, opts) {
+            Ok(rec) => return Ok(rec),
+            // A mirror that fails is passed over; the last endpoint's error is the answer.
+            Err(err) if i < last => {
+                if !opts.quiet {
+                    eprintln!("warning: mirror `{}` failed ({err:#}); trying the next", e.location);
+                }
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    bail!("image `{r}`: no registry to pull from")
+}
+
+fn pull_from(paths: &Paths, r: &Reference, client: &Client, plan: &MapPlan, opts: &Options) -> Result<ImageRecord> {
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
     let (mut bytes, ctype) = client.manifest(r.tag_or_digest())?;
     let mut manifest_digest = digest::sha256(&bytes);
@@ -90,7 +114,7 @@ pub fn pull(paths: &Paths, r: &Reference, plan: &MapPlan, opts: &Options) -> Res
         eprintln!("pulling {r}: {} layer(s), {} to fetch", diff_ids.len(), missing.len());
     }
     if !missing.is_empty() {
-        fetch_layers(paths, &client, &missing, plan)?;
+        fetch_layers(paths, client, &missing, plan)?;
     }
     let record = ImageRecord {
         id: digest::sha256(&config_bytes),

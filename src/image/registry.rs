@@ -140,8 +140,10 @@ impl Client {
                     anyhow!("registry `{}`: Bearer challenge without a realm: `{challenge}`", self.registry)
                 })?;
                 let service = params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone());
-                let scope = format!("repository:{}:pull", self.repository);
-                let mut req = self.agent.get(&realm).query("scope", &scope);
+                let mut req = self.agent.get(&realm);
+                if !self.repository.is_empty() {
+                    req = req.query("scope", format!("repository:{}:pull", self.repository));
+                }
                 if let Some(s) = &service {
                     req = req.query("service", s);
                 }
@@ -216,6 +218,16 @@ impl Client {
                 let body = resp.into_body().with_config().limit(4096).read_to_string().unwrap_or_default();
                 bail!("registry `{}`: {what}: HTTP {s} {}", self.registry, body.trim())
             }
+        }
+    }
+
+    /// Checks that the registry answers `/v2/` and accepts the credentials (for `rl login`).
+    pub fn ping(&self) -> Result<()> {
+        let resp = self.get("", &[])?;
+        match resp.status().as_u16() {
+            200 => Ok(()),
+            401 | 403 => bail!(self.unauthorized(resp.status().as_u16())),
+            s => bail!("registry `{}`: GET /v2/: HTTP {s}", self.registry),
         }
     }
 

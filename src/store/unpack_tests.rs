@@ -337,32 +337,6 @@ fn owners_above_the_range_are_remapped() {
     assert_eq!(r.remapped_owners, 1);
 }
 
-/// Whether `id` is mapped in this process's user namespace (`/proc/self/uid_map` or `gid_map`).
-fn mapped(map: &str, id: u64) -> bool {
-    let text = fs::read_to_string(format!("/proc/self/{map}")).unwrap_or_default();
-    text.lines().any(|line| {
-        let f: Vec<u64> = line.split_whitespace().filter_map(|n| n.parse().ok()).collect();
-        f.len() == 3 && (f[0]..f[0] + f[2]).contains(&id)
-    })
-}
-
-#[test]
-fn owners_are_applied_as_root() {
-    if !nix::unistd::geteuid().is_root() || !mapped("uid_map", 1234) || !mapped("gid_map", 5678) {
-        return eprintln!("skipped: chown to 1234:5678 needs root with those ids mapped");
-    }
-    let s = Scratch::new("chown");
-    let mut h = Layer::header(EntryType::Regular, "suid", 0);
-    h.set_uid(1234);
-    h.set_gid(5678);
-    h.set_mode(0o6755);
-    let mut l = Layer::default();
-    l.push(h, b"").link(EntryType::Symlink, "l", "/nowhere");
-    unpack(&l.bytes()[..], &s.layer(), &Options { apply_owners: true, ..opts() }).unwrap();
-    let m = fs::metadata(s.layer().join("suid")).unwrap();
-    assert_eq!((m.uid(), m.gid(), m.permissions().mode() & 0o7777), (1234, 5678, 0o6755));
-}
-
 #[test]
 fn pax_xattrs_are_filtered() {
     let s = Scratch::new("xattrs");

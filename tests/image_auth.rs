@@ -1,0 +1,88 @@
+//! Credentials and registry configuration: `rl login`/`logout` against a registry that wants a
+//! password (Debian's docker-registry with Basic auth on 127.0.0.1), auth.json as Podman writes
+//! it, Docker's config.json, and registries.conf mirrors.
+mod common;
+
+use common::*;
+
+fn auth_registry() -> Option<(String, String, String)> {
+    let reg = std::env::var("RL_TEST_AUTH_REGISTRY").ok().filter(|r| !r.is_empty());
+    let creds = std::env::var("RL_TEST_AUTH_CREDS").ok().filter(|c| c.contains(':'));
+    if !require(reg.is_some() && creds.is_some(), "RL_TEST_AUTH_REGISTRY/RL_TEST_AUTH_CREDS are not set") {
+        return None;
+    }
+    let creds = creds.unwrap_or_default();
+    let (u, p) = creds.split_once(':').unwrap_or_default();
+    Some((reg.unwrap_or_default(), u.to_string(), p.to_string()))
+}
+
+/// `rl` with its own auth file, config home and Docker config dir (inside the test's dir).
+fn rl(ctx: &Ctx, args: &[&str], stdin: Option<&[u8]>) -> Out {
+    let mut c = ctx.rl();
+    c.env("REGISTRY_AUTH_FILE", ctx.dir.join("auth.json"))
+        .env("XDG_CONFIG_HOME", ctx.dir.join("config"))
+        .env("DOCKER_CONFIG", ctx.dir.join("docker"))
+        .args(args);
+    output(c, stdin)
+}
+
+#[test]
+fn login_pull_logout_round_trip() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    let Some((reg, user, pass)) = auth_registry() else { return };
+    let image = format!("{reg}/test/busybox");
+    let denied = rl(&ctx, &["pull", &image], None);
+    denied.assert_error("requires authentication");
+    assert!(denied.stderr.contains(&format!("rl login {reg}")), "the error says how to log in\n{denied}");
+
+    let wrong = rl(&ctx, &["login", "-u", &user, "--password-stdin", &reg], Some(b"not-the-password\n"));
+    wrong.assert_error("denied");
+    assert!(!ctx.dir.join("auth.json").exists(), "a failed login stores nothing");
+
+    rl(&ctx, &["login", "-u", &user, "--password-stdin", &reg], Some(format!("{pass}\n").as_bytes())).assert_ok();
+    let file = std::fs::read_to_string(ctx.dir.join("auth.json")).expect("auth.json written");
+    let doc: serde_json::Value = serde_json::from_str(&file).expect("auth.json is JSON");
+    assert!(doc["auths"][&reg]["auth"].is_string(), "Podman's auth.json shape\n{file}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(ctx.dir.join("auth.json")).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "auth.json is private");
+
+    rl(&ctx, &["pull", &image], None).assert_ok();
+    rl(&ctx, &["logout", &reg], None).assert_ok();
+    rl(&ctx, &["logout", &reg], None).assert_error("not logged in");
+    rl(&ctx, &["pull", &format!("{reg}/test/entrypoint")], None).assert_error("requires authentication");
+}
+
+#[test]
+fn docker_config_json_credentials_are_read() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    let Some((reg, user, pass)) = auth_registry() else { return };
+    let docker = ctx.mkdir("docker");
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{user}:{pass}"));
+    std::fs::write(docker.join("config.json"), format!(r#"{{"auths":{{"{reg}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+    rl(&ctx, &["pull", &format!("{reg}/test/busybox")], None).assert_ok();
+}
+
+#[test]
+fn a_mirror_serves_another_registrys_names() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    let reg = std::env::var("RL_TEST_REGISTRY").ok().filter(|r| !r.is_empty());
+    if !require(reg.is_some(), "RL_TEST_REGISTRY is not set") {
+        return;
+    }
+    let reg = reg.unwrap_or_default();
+    let config = ctx.mkdir("config/rl");
+    // `hub.invalid` does not exist; its mirror is the local registry. A broken first mirror is
+    // passed over.
+    let conf = format!(
+        "[[registry]]\nprefix = \"hub.invalid\"\nlocation = \"hub.invalid\"\n\
+         [[registry.mirror]]\nlocation = \"127.0.0.1:9\"\n\
+         [[registry.mirror]]\nlocation = \"{reg}\"\n"
+    );
+    std::fs::write(config.join("registries.conf"), conf).unwrap();
+    let out = rl(&ctx, &["pull", "hub.invalid/test/busybox"], None);
+    out.assert_ok();
+    assert!(out.stderr.contains("127.0.0.1:9"), "the failed mirror is reported\n{out}");
+    let run = ctx.run_cmd_in_image(&["--rm", "--pull=never"], "hub.invalid/test/busybox", &["echo", "mirrored"]);
+    assert_eq!(run.stdout_trim(), "mirrored", "{run}");
+}
