@@ -5,6 +5,7 @@
 pub mod images;
 pub mod login;
 pub mod pull;
+pub mod push;
 pub mod run;
 
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ pub enum Command {
     Run(Box<run::RunArgs>),
     /// Pull an image from a registry.
     Pull(pull::PullArgs),
+    /// Push an image to a registry.
+    Push(push::PushArgs),
     /// List images.
     Images(images::ImagesArgs),
     /// Log in to a registry (credentials go to auth.json).
@@ -59,6 +62,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Run(args) => run::run(cli.root, cli.runroot, *args),
         Command::Pull(args) => pull::run(cli.root, cli.runroot, args),
+        Command::Push(args) => push::run(cli.root, cli.runroot, args),
         Command::Images(args) => images::run(cli.root, cli.runroot, args),
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),

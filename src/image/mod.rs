@@ -7,6 +7,7 @@ pub mod auth;
 pub mod digest;
 pub mod manifest;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registries;
 pub mod registry;

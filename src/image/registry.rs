@@ -22,6 +22,9 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// Builds and sends one attempt of a request, given the agent and the current Authorization.
+pub(super) type MakeRequest<'a> = dyn Fn(&ureq::Agent, Option<String>) -> Result<Response<Body>, ureq::Error> + 'a;
+
 /// How many times a request is tried before its error counts.
 const ATTEMPTS: u32 = 4;
 
@@ -34,6 +37,8 @@ pub struct Client {
     pub repository: String,
     creds: Option<Credentials>,
     auth: Mutex<Auth>,
+    /// The token scope's actions: `pull`, or `pull,push` for `rl push`.
+    actions: &'static str,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -75,7 +80,14 @@ impl Client {
             repository: repository.to_string(),
             creds,
             auth: Mutex::new(Auth::None),
+            actions: "pull",
         }
+    }
+
+    /// The same client asking for push access too.
+    pub fn for_push(mut self) -> Client {
+        self.actions = "pull,push";
+        self
     }
 
     fn authorization(&self) -> Option<String> {
@@ -92,24 +104,33 @@ impl Client {
     /// transient failures.
     fn get(&self, path: &str, headers: &[(&str, String)]) -> Result<Response<Body>> {
         let url = format!("{}/v2/{path}", self.base);
+        self.call(&format!("GET /v2/{path}"), &|agent, auth| {
+            let mut req = agent.get(&url);
+            for (k, v) in headers {
+                req = req.header(*k, v);
+            }
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        })
+    }
+
+    /// Makes a request with `make` (given the agent and the current Authorization value),
+    /// answering an auth challenge once and retrying transient failures; `what` names it in
+    /// errors.
+    pub(super) fn call(&self, what: &str, make: &MakeRequest<'_>) -> Result<Response<Body>> {
         let mut challenged = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut req = self.agent.get(&url);
-            for (k, v) in headers {
-                req = req.header(*k, v);
-            }
-            if let Some(a) = self.authorization() {
-                req = req.header("Authorization", a);
-            }
-            let resp = match req.call() {
+            let resp = match make(&self.agent, self.authorization()) {
                 Ok(r) => r,
                 Err(e) if attempt < ATTEMPTS && transient(&e) => {
                     backoff(attempt);
                     continue;
                 }
-                Err(e) => return Err(anyhow!("{}: {e}", self.what(path))),
+                Err(e) => return Err(anyhow!("registry `{}`: {what}: {e}", self.registry)),
             };
             let status = resp.status().as_u16();
             if status == 401 && !challenged {
@@ -127,8 +148,9 @@ impl Client {
         }
     }
 
-    fn what(&self, path: &str) -> String {
-        format!("registry `{}`: GET /v2/{path}", self.registry)
+    /// The API base URL (`https://host`).
+    pub(super) fn base(&self) -> &str {
+        &self.base
     }
 
     /// Answers a `WWW-Authenticate` challenge: fetch a Bearer token, or switch to Basic.
@@ -142,7 +164,7 @@ impl Client {
                 let service = params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone());
                 let mut req = self.agent.get(&realm);
                 if !self.repository.is_empty() {
-                    req = req.query("scope", format!("repository:{}:pull", self.repository));
+                    req = req.query("scope", format!("repository:{}:{}", self.repository, self.actions));
                 }
                 if let Some(s) = &service {
                     req = req.query("service", s);
@@ -196,7 +218,7 @@ impl Client {
         }
     }
 
-    fn unauthorized(&self, status: u16) -> String {
+    pub(super) fn unauthorized(&self, status: u16) -> String {
         match &self.creds {
             Some(c) => format!(
                 "registry `{}`: access to `{}` denied for user `{}` (HTTP {status}): wrong password or no permission",

@@ -20,6 +20,8 @@ pub enum Job {
     RemoveTree(std::path::PathBuf),
     /// Unpack layers streamed on the fds sent with the job.
     Unpack(crate::image::pull::UnpackJob),
+    /// Export layer directories as tars into the fds sent with the job.
+    Export(crate::image::push::ExportJob),
 }
 
 /// Every message, in both directions.
@@ -42,6 +44,8 @@ pub enum Msg {
     Done,
     /// Stage 1 → parent: per layer of an unpack job, its diff id or the error.
     Unpacked { results: Vec<Result<String, String>> },
+    /// Stage 1 → parent: per layer of an export job, success or the error.
+    Exported { results: Vec<Result<(), String>> },
     /// Parent → stage 1: remove these trees (staging dirs that did not make it), then say Done.
     RemoveTrees(Vec<std::path::PathBuf>),
 }

@@ -99,6 +99,10 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
             remove_tree(&path)?;
             chan.send(&Msg::Done)
         }
+        Job::Export(job) => {
+            let results = crate::image::push::export_all(&job, job_fds);
+            chan.send(&Msg::Exported { results })
+        }
         Job::Unpack(job) => {
             let results = crate::image::pull::unpack_all(&job, job_fds);
             chan.send(&Msg::Unpacked { results })?;
