@@ -57,7 +57,8 @@ prepare() {
 
 bench_start() {
   step "start: rl run --rm vs bwrap --unshare-all (median of $RUNS)"
-  local rl_cmd="$RL --root $WORK/store/root --runroot $WORK/store/run run --rm --rootfs $WORK/busybox true"
+  # The run root is the default, $XDG_RUNTIME_DIR/rl (a tmpfs, as logind makes it).
+  local rl_cmd="$RL --root $WORK/store/root run --rm --rootfs $WORK/busybox true"
   local bw_cmd="bwrap --unshare-all --bind $WORK/busybox / --proc /proc --dev /dev true"
   as_user hyperfine -N --warmup 5 --runs "$RUNS" --export-json "$WORK/out/start.json" "$rl_cmd" "$bw_cmd" \
     >"$WORK/out/start.log"

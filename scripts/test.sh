@@ -107,6 +107,9 @@ start_registry() {
   trap "'$top/scripts/registry.sh' stop '$STAGE/registry' >/dev/null 2>&1 || true" EXIT
   quiet "$LOGS/registry.log" scripts/registry.sh seed "$STAGE/registry" "$port" "$STAGE/images" \
     >>"$LOGS/registry.log"
+  # Hostile images (escaping entries, tampered, truncated and missing blobs), broken as root here.
+  quiet "$LOGS/registry.log" scripts/seed-hostile.sh "$STAGE/registry" "$port" "$STAGE/hostile-images" \
+    >>"$LOGS/registry.log"
   RL_TEST_REGISTRY=127.0.0.1:$port
   # A second registry that wants a password (Basic auth), for login and credential tests.
   local auth_port=$((port + 2)) creds=rltest:rl-test-password

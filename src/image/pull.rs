@@ -25,7 +25,7 @@ use super::registry::Client;
 use crate::sandbox::msg::{Job, Msg};
 use crate::sandbox::parent::{Spawn, Stage1};
 use crate::store::images::{self, ImageRecord};
-use crate::store::{unpack, Paths};
+use crate::store::{lock, unpack, Paths};
 use crate::userns::MapPlan;
 
 /// One layer for stage 1 to unpack; its stream arrives on the fd sent with the job.
@@ -137,8 +137,13 @@ fn fetch_layers(paths: &Paths, client: &Client, missing: &[(Descriptor, String)]
     let mut jobs = Vec::new();
     let mut readers = Vec::new();
     let mut writers = Vec::new();
+    // A pull killed mid-way leaves staging dirs (files owned by subordinate ids): whichever is
+    // not locked by a live pull is removed by this pull's stage 1.
+    let stale = stale_staging(paths)?;
+    let mut held = Vec::new();
     for (desc, _) in missing {
         let staging = images::tempdir_in(&paths.staging(), "layer")?;
+        held.push(lock::exclusive(&lock_path(&staging))?);
         let compression = Compression::of_media_type(desc.media_type().as_ref())?;
         jobs.push(LayerJob { staging, compression });
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create a layer pipe")?;
@@ -159,33 +164,42 @@ fn fetch_layers(paths: &Paths, client: &Client, missing: &[(Descriptor, String)]
         Msg::Unpacked { results } => results,
         other => return Err(stage.fail(other)),
     };
+    // The download's own failure (digest, size, HTTP) comes first; otherwise the unpacker's.
     let mut failure = None;
-    let mut leftovers = Vec::new();
-    for (((dl, un), (desc, diff_id)), dir) in downloads.into_iter().zip(unpacked).zip(missing).zip(&staging) {
-        let outcome = dl.and_then(|()| un.map_err(|e| anyhow!(e))).and_then(|got| {
+    for ((dl, un), (desc, diff_id)) in downloads.into_iter().zip(&unpacked).zip(missing) {
+        let outcome = dl.and_then(|()| un.clone().map_err(|e| anyhow!(e))).and_then(|got| {
             if &got != diff_id {
                 bail!("layer `{}`: its content is {got}, but the image config says {diff_id}", desc.digest());
             }
             Ok(())
         });
-        match outcome {
-            Ok(()) if failure.is_none() => {
-                let dest = paths.layer_dir(diff_id)?;
-                // A concurrent pull may have stored the same layer first: keep theirs.
-                if std::fs::rename(dir, &dest).is_err() {
-                    leftovers.push(dir.clone());
-                }
-            }
-            Ok(()) => leftovers.push(dir.clone()),
-            Err(e) => {
-                leftovers.push(dir.clone());
-                failure.get_or_insert(e);
-            }
+        if let Err(e) = outcome {
+            failure.get_or_insert(e);
+        }
+    }
+    // All or nothing: the store gains the image's layers only when every one is good.
+    let mut leftovers: Vec<PathBuf> = stale.iter().map(|(d, _)| d.clone()).collect();
+    for ((_, diff_id), dir) in missing.iter().zip(&staging) {
+        let kept = failure.is_none() && {
+            let dest = paths.layer_dir(diff_id)?;
+            // A concurrent pull may have stored the same layer first: keep theirs.
+            std::fs::rename(dir, &dest).is_ok()
+        };
+        if !kept {
+            leftovers.push(dir.clone());
         }
     }
     stage.chan.send(&Msg::RemoveTrees(leftovers))?;
     let done = stage.expect_msg();
     stage.reap();
+    for (dir, lock) in stale {
+        drop(lock);
+        let _ = std::fs::remove_file(lock_path(&dir));
+    }
+    for dir in &staging {
+        let _ = std::fs::remove_file(lock_path(dir));
+    }
+    drop(held);
     if let Some(e) = failure {
         return Err(e);
     }
@@ -193,6 +207,28 @@ fn fetch_layers(paths: &Paths, client: &Client, missing: &[(Descriptor, String)]
         Msg::Done => Ok(()),
         other => Err(anyhow!("the stage-1 process sent an unexpected {other:?}")),
     }
+}
+
+fn lock_path(staging: &std::path::Path) -> PathBuf {
+    let mut p = staging.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// Staging dirs of pulls that died (their lock is free), locked now by us until removed.
+fn stale_staging(paths: &Paths) -> Result<Vec<(PathBuf, lock::Lock)>> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(paths.staging()) else { return Ok(out) };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("layer-") || name.ends_with(".lock") || !e.path().is_dir() {
+            continue;
+        }
+        if let Some(l) = lock::try_exclusive(&lock_path(&e.path()))? {
+            out.push((e.path(), l));
+        }
+    }
+    Ok(out)
 }
 
 /// Streams one blob into `w`, resuming with `Range` after a broken connection, and checks its
@@ -203,6 +239,9 @@ fn download(client: &Client, desc: &Descriptor, w: OwnedFd) -> Result<()> {
     let mut out = File::from(w);
     let mut hashed = Hashing::new(Box::new(client.blob(&digest, 0)?) as Box<dyn Read + Send>);
     let mut resumes = 0;
+    // The unpacker stopping early (a bad entry) closes the pipe: the blob is still read to the
+    // end, so a digest mismatch is reported as such, and otherwise the unpacker's error.
+    let mut unpacker_gone = false;
     let mut buf = vec![0u8; 256 << 10];
     loop {
         match hashed.read(&mut buf) {
@@ -211,7 +250,13 @@ fn download(client: &Client, desc: &Descriptor, w: OwnedFd) -> Result<()> {
                 if hashed.count() > desc.size() {
                     bail!("layer `{digest}`: more than the {} bytes the manifest declares", desc.size());
                 }
-                out.write_all(&buf[..n]).with_context(|| format!("layer `{digest}`: pass to the unpacker"))?;
+                if !unpacker_gone {
+                    match out.write_all(&buf[..n]) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => unpacker_gone = true,
+                        Err(e) => return Err(e).with_context(|| format!("layer `{digest}`: pass to the unpacker")),
+                    }
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if resumes < 3 && hashed.count() < desc.size() => {
@@ -261,6 +306,9 @@ fn unpack_one(layer: &LayerJob, fd: OwnedFd, opts: &unpack::Options) -> Result<S
     let report = unpack::unpack(&mut tar, &layer.staging, opts)?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
+    }
+    for d in &report.skipped_devices {
+        eprintln!("warning: device node `{d}` skipped (a user namespace cannot create devices)");
     }
     if report.remapped_owners > 0 {
         eprintln!(

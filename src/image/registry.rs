@@ -308,8 +308,20 @@ fn basic_header(c: &Credentials) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
+/// Failures worth another try: a connection that broke or timed out. Not a name that does not
+/// resolve or a port nobody listens on: those answer the same again at once.
 fn transient(e: &ureq::Error) -> bool {
-    matches!(e, ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed)
+    use std::io::ErrorKind::*;
+    match e {
+        ureq::Error::Timeout(_) => true,
+        ureq::Error::Io(io) => {
+            matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | TimedOut | UnexpectedEof | BrokenPipe | Interrupted
+            )
+        }
+        _ => false,
+    }
 }
 
 fn backoff(attempt: u32) {

@@ -29,6 +29,23 @@ pub fn exclusive(path: &Path) -> Result<Lock> {
     Ok(Lock { _guard: guard })
 }
 
+/// Takes the exclusive lock on `path` if nobody holds it (None if someone does).
+pub fn try_exclusive(path: &Path) -> Result<Option<Lock>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("open lock `{}`", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(guard) => Ok(Some(Lock { _guard: guard })),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e).with_context(|| format!("lock `{}`", path.display())),
+    }
+}
+
 /// Writes `data` to `path` atomically and durably: a temp file beside it, fsync, rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     write_replace(path, data, true)
