@@ -7,6 +7,10 @@
 # Benchmarks:
 #   start   `rl run --rm --rootfs BUSYBOX true` vs `bwrap --unshare-all` on the same rootfs
 #           (median of RUNS, default 40). Target: rl <= 1.5x bwrap.
+#   pull    `rl pull` of a Debian minbase image (mmdebstrap, one gzip layer) from a registry on
+#           127.0.0.1 into an empty store, vs `podman pull` (same registry, same run), and
+#           `curl blob | gunzip | tar -x` as the floor (median of PULL_RUNS, default 5).
+#           Targets: rl >= 3x faster than podman, rl <= 1.3x the floor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib-host.sh
@@ -69,13 +73,51 @@ bench_start() {
     "$(jq -rn --argjson a "$rl_ms" --argjson b "$bw_ms" '$a / $b * 100 | round / 100')"
 }
 
+# In the user's user namespace (files of a pulled store belong to subordinate ids).
+userns_rm() {
+  as_user unshare --map-auto --map-root-user rm -rf "$@"
+}
+
+bench_pull() {
+  local port=${PULL_PORT:-5061} runs=${PULL_RUNS:-5} reg images out=$WORK/out
+  step "pull: a Debian minbase image from 127.0.0.1:$port (median of $runs)"
+  images=$WORK/images
+  python3 scripts/make-images.py --debian --only debian "$images" >"$out/images.log" 2>&1 ||
+    die "build the Debian image (see $out/images.log)"
+  scripts/registry.sh start "$WORK/registry" "$port" >"$out/registry.log"
+  trap 'scripts/registry.sh stop "$WORK/registry" >/dev/null 2>&1 || true' EXIT
+  scripts/registry.sh seed "$WORK/registry" "$port" "$images" >>"$out/registry.log"
+  reg=127.0.0.1:$port
+  local image=$reg/test/debian:latest blob
+  blob=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$reg/v2/test/debian/manifests/latest" |
+    jq -r '.layers[0].digest')
+  local s=$WORK/pull
+  install -d -m 0755 "$s"
+  [ "$(id -u)" = 0 ] && chown "$OWNER" "$s"
+  as_user hyperfine -N --runs "$runs" --export-json "$out/pull.json" \
+    --prepare "unshare --map-auto --map-root-user rm -rf $s/rl $s/podman $s/floor" \
+    -n rl "$RL --root $s/rl pull -q $image" \
+    -n podman "podman --root $s/podman --runroot $s/podman-run --storage-driver overlay pull -q --tls-verify=false $image" \
+    -n floor "sh -c 'mkdir -p $s/floor && curl -sf http://$reg/v2/test/debian/blobs/$blob | gunzip | tar -x -C $s/floor'" \
+    >"$out/pull.log" 2>&1 || { tail -20 "$out/pull.log"; die "pull benchmark failed"; }
+  userns_rm "$s/rl" "$s/podman" "$s/floor" "$s/podman-run" || true
+  local rl_ms podman_ms floor_ms
+  rl_ms=$(median_ms "$out/pull.json" 0)
+  podman_ms=$(median_ms "$out/pull.json" 1)
+  floor_ms=$(median_ms "$out/pull.json" 2)
+  printf 'pull: rl %s ms, podman %s ms, floor %s ms; podman/rl %s (target >= 3), rl/floor %s (target <= 1.3)\n' \
+    "$rl_ms" "$podman_ms" "$floor_ms" \
+    "$(jq -rn --argjson a "$podman_ms" --argjson b "$rl_ms" '$a / $b * 100 | round / 100')" \
+    "$(jq -rn --argjson a "$rl_ms" --argjson b "$floor_ms" '$a / $b * 100 | round / 100')"
+}
+
 main() {
   local benches=("$@")
   ((${#benches[@]})) || benches=(start)
   prepare
   local b
   for b in "${benches[@]}"; do
-    declare -F "bench_$b" >/dev/null || die "unknown benchmark \`$b\` (known: start)"
+    declare -F "bench_$b" >/dev/null || die "unknown benchmark \`$b\` (known: start pull)"
     "bench_$b"
   done
 }
