@@ -2,11 +2,16 @@
 //! store locations and hands over to the verb; every error ends as one `Error:` line (plus a
 //! `hint:` line) and exit status 125, or the container's own status.
 
+pub mod history;
+pub mod image;
 pub mod images;
 pub mod login;
 pub mod pull;
 pub mod push;
+pub mod rmi;
 pub mod run;
+pub mod system;
+pub mod tag;
 
 use std::path::PathBuf;
 
@@ -38,6 +43,16 @@ pub enum Command {
     Push(push::PushArgs),
     /// List images.
     Images(images::ImagesArgs),
+    /// Remove images (untag names, delete images no name or container needs).
+    Rmi(rmi::RmiArgs),
+    /// Give an image another name.
+    Tag(tag::TagArgs),
+    /// Show how an image was built, newest layer first.
+    History(history::HistoryArgs),
+    /// Manage images (ls, rm, inspect, prune, tag, history, pull, push).
+    Image(image::ImageArgs),
+    /// Manage rl (df: disk usage).
+    System(system::SystemArgs),
     /// Log in to a registry (credentials go to auth.json).
     Login(login::LoginArgs),
     /// Log out of a registry.
@@ -64,6 +79,11 @@ pub fn main() -> i32 {
         Command::Pull(args) => pull::run(cli.root, cli.runroot, args),
         Command::Push(args) => push::run(cli.root, cli.runroot, args),
         Command::Images(args) => images::run(cli.root, cli.runroot, args),
+        Command::Rmi(args) => rmi::run(cli.root, cli.runroot, args),
+        Command::Tag(args) => tag::run(cli.root, cli.runroot, args),
+        Command::History(args) => history::run(cli.root, cli.runroot, args),
+        Command::Image(args) => image::run(cli.root, cli.runroot, args),
+        Command::System(args) => system::run(cli.root, cli.runroot, args),
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
     };

@@ -142,8 +142,11 @@ fn fetch_layers(paths: &Paths, client: &Client, missing: &[(Descriptor, String)]
     let stale = stale_staging(paths)?;
     let mut held = Vec::new();
     for (desc, _) in missing {
-        let staging = images::tempdir_in(&paths.staging(), "layer")?;
+        // Locked before it exists, so another pull never takes it for a dead one's.
+        let id = crate::state::new_id()?;
+        let staging = paths.staging().join(format!("layer-{}", &id[..16]));
         held.push(lock::exclusive(&lock_path(&staging))?);
+        std::fs::create_dir(&staging).with_context(|| format!("create `{}`", staging.display()))?;
         let compression = Compression::of_media_type(desc.media_type().as_ref())?;
         jobs.push(LayerJob { staging, compression });
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create a layer pipe")?;

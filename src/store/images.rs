@@ -3,9 +3,12 @@
 //! (`images/<config hex>/`: the manifest and config as pulled, and `image.json`), and
 //! `tags.json` maps names (`docker.io/library/alpine:latest`) to image ids. Everything appears
 //! by `rename` of a finished staging directory, and `tags.json` is rewritten atomically under
-//! the images lock: a pull killed at any moment leaves nothing half-visible.
+//! the images lock: a pull killed at any moment leaves nothing half-visible. Removal (`rmi`,
+//! `prune`) is the same in reverse: under the lock, names go first, then the record and each
+//! unused layer are renamed into one trash directory in staging, which a stage-1 process
+//! deletes inside the user namespace (layers hold files of subordinate ids).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -74,29 +77,74 @@ fn read_tags(paths: &Paths) -> Result<BTreeMap<String, String>> {
 }
 
 /// Stores an image record with its manifest and config (staged, then renamed into place) and
-/// points `names` at it.
+/// points `names` at it. All under the images lock: `rmi` and `prune` take records and layers
+/// away under it, so a layer this pull found in the store may have gone since — that fails
+/// here instead of leaving an image without its layer.
 pub fn save(paths: &Paths, record: &ImageRecord, manifest: &[u8], config: &[u8], names: &[String]) -> Result<()> {
+    let what = names.first().unwrap_or(&record.id);
+    let _lock = lock::exclusive(&paths.images_lock())?;
+    for d in &record.layers {
+        if !paths.layer_dir(d)?.is_dir() {
+            bail!("image `{what}`: layer `{d}` was removed from the store meanwhile (rmi or prune); pull again");
+        }
+    }
     let dir = paths.image_dir(&record.id)?;
     if !dir.join("image.json").exists() {
         let stage = tempdir_in(&paths.staging(), "image")?;
         let write = |name: &str, data: &[u8]| lock::write_replace(&stage.join(name), data, true);
-        write("manifest.json", manifest)?;
-        write("config.json", config)?;
-        write("image.json", &serde_json::to_vec_pretty(record).context("encode image record")?)?;
-        if let Err(e) = std::fs::rename(&stage, &dir) {
+        let staged = (|| {
+            write("manifest.json", manifest)?;
+            write("config.json", config)?;
+            write("image.json", &serde_json::to_vec_pretty(record).context("encode image record")?)?;
+            std::fs::rename(&stage, &dir).with_context(|| format!("store image `{what}` in `{}`", dir.display()))
+        })();
+        if staged.is_err() {
             let _ = std::fs::remove_dir_all(&stage);
-            // Another pull stored the same image first.
-            if !dir.join("image.json").exists() {
-                return Err(e).with_context(|| format!("store image `{}`", dir.display()));
-            }
         }
+        staged?;
     }
-    let _lock = lock::exclusive(&paths.images_lock())?;
+    let mut pulled = pulled_from(paths, &record.id)?.unwrap_or_default();
+    if names.iter().any(|n| pulled.insert(repo_of(n).to_string())) {
+        let json = serde_json::to_vec_pretty(&pulled).context("encode repositories")?;
+        lock::write_atomic(&dir.join(PULLED_FROM), &json)?;
+    }
     let mut tags = read_tags(paths)?;
     for n in names {
         tags.insert(n.clone(), record.id.clone());
     }
-    lock::write_atomic(&paths.tags_file(), &serde_json::to_vec_pretty(&tags).context("encode tags")?)
+    write_tags(paths, &tags)
+}
+
+/// The record file listing the repositories an image was pulled from: they hold it by its
+/// manifest digest (`RepoDigests`), which names given by `rl tag` do not.
+const PULLED_FROM: &str = "repositories.json";
+
+/// The repositories image `id` was pulled from; `None` for a record older than that list.
+pub fn pulled_from(paths: &Paths, id: &str) -> Result<Option<BTreeSet<String>>> {
+    let p = paths.image_dir(id)?.join(PULLED_FROM);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parse `{}`", p.display())).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("read `{}`", p.display())),
+    }
+}
+
+/// Whether a stored name pins a digest (`repo@sha256:…`, `repo:tag@sha256:…`).
+pub fn is_canonical(name: &str) -> bool {
+    name.contains('@')
+}
+
+/// The repository of a stored name: `host:5000/a/b` for `host:5000/a/b:tag` or `…@sha256:…`.
+pub fn repo_of(name: &str) -> &str {
+    let name = name.split_once('@').map_or(name, |(n, _)| n);
+    match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
+    }
+}
+
+fn write_tags(paths: &Paths, tags: &BTreeMap<String, String>) -> Result<()> {
+    lock::write_atomic(&paths.tags_file(), &serde_json::to_vec_pretty(tags).context("encode tags")?)
 }
 
 /// A fresh private directory under `parent`.
@@ -121,6 +169,14 @@ pub fn config(paths: &Paths, id: &str) -> Result<Vec<u8>> {
     std::fs::read(&p).with_context(|| format!("read `{}`", p.display()))
 }
 
+/// An image an argument named, and the stored name it matched exactly (`None` when it matched
+/// by id, id prefix or digest): `rmi` untags a name but deletes by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub record: ImageRecord,
+    pub name: Option<String>,
+}
+
 /// Finds an image by full name (`docker.io/library/alpine:latest`), by `name@digest`, or by
 /// an id or unique id prefix (at least 4 hex digits).
 pub fn find(
@@ -128,16 +184,29 @@ pub fn find(
     name: &str,
     reference: Option<&crate::image::reference::Reference>,
 ) -> Result<Option<ImageRecord>> {
-    let tags = read_tags(paths)?;
+    Ok(find_in(paths, &read_tags(paths)?, name, reference)?.map(|f| f.record))
+}
+
+/// [`find`] against tags already read (under the lock, for changes).
+pub fn find_in(
+    paths: &Paths,
+    tags: &BTreeMap<String, String>,
+    name: &str,
+    reference: Option<&crate::image::reference::Reference>,
+) -> Result<Option<Found>> {
     if let Some(r) = reference {
-        if let Some(id) = tags.get(&r.to_string()) {
-            return load(paths, id).map(Some);
+        let full = r.to_string();
+        if let Some(id) = tags.get(&full) {
+            return Ok(Some(Found { record: load(paths, id)?, name: Some(full) }));
         }
+        // A repository an image was pulled from holds it by its manifest digest too, whatever
+        // name it was pulled by (Docker records a digest reference beside the tag).
         if let Some(d) = &r.digest {
-            for (_, id) in tags.iter().filter(|(n, _)| n.starts_with(&format!("{}@", r.name()))) {
+            let repo = r.name();
+            for (_, id) in tags.iter().filter(|(n, _)| repo_of(n) == repo) {
                 let rec = load(paths, id)?;
-                if &rec.digest == d {
-                    return Ok(Some(rec));
+                if &rec.digest == d && pulled_from(paths, id)?.map_or(true, |p| p.contains(&repo)) {
+                    return Ok(Some(Found { record: rec, name: None }));
                 }
             }
         }
@@ -151,7 +220,7 @@ pub fn find(
             .filter(|n| n.len() == 64 && n.starts_with(hex))
             .collect();
         match matches.as_slice() {
-            [one] => return load(paths, &format!("sha256:{one}")).map(Some),
+            [one] => return Ok(Some(Found { record: load(paths, &format!("sha256:{one}"))?, name: None })),
             [] => {}
             _ => bail!("image `{name}`: the id prefix is ambiguous ({} images)", matches.len()),
         }
@@ -161,7 +230,10 @@ pub fn find(
 
 /// Every image with its names, newest first.
 pub fn list(paths: &Paths) -> Result<Vec<(ImageRecord, Vec<String>)>> {
-    let tags = read_tags(paths)?;
+    list_with(paths, &read_tags(paths)?)
+}
+
+fn list_with(paths: &Paths, tags: &BTreeMap<String, String>) -> Result<Vec<(ImageRecord, Vec<String>)>> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir(paths.images()) else { return Ok(out) };
     for e in dir.flatten() {
@@ -170,16 +242,172 @@ pub fn list(paths: &Paths) -> Result<Vec<(ImageRecord, Vec<String>)>> {
             continue;
         }
         let Ok(rec) = load(paths, &format!("sha256:{name}")) else { continue };
-        let names = tags.iter().filter(|(_, id)| **id == rec.id).map(|(n, _)| n.clone()).collect();
+        let names = names_of(tags, &rec.id);
         out.push((rec, names));
     }
     out.sort_by_key(|(r, _)| std::cmp::Reverse(r.pulled_ns));
     Ok(out)
 }
 
+/// The names pointing at image `id`, sorted.
+pub fn names_of(tags: &BTreeMap<String, String>, id: &str) -> Vec<String> {
+    tags.iter().filter(|(_, i)| *i == id).map(|(n, _)| n.clone()).collect()
+}
+
+/// The names of every image: `docker.io/library/alpine:latest` → image id.
+pub fn tags(paths: &Paths) -> Result<BTreeMap<String, String>> {
+    read_tags(paths)
+}
+
+/// The store held under the images lock, with the tags as read under it: `tag`, `rmi` and
+/// `prune` decide and change through this, so no pull or other removal interleaves.
+pub struct Locked<'a> {
+    paths: &'a Paths,
+    _lock: lock::Lock,
+    pub tags: BTreeMap<String, String>,
+    trash: Option<PathBuf>,
+    trashed_layers: usize,
+}
+
+/// What [`Locked::remove`] took out of the store.
+#[derive(Debug, Default)]
+pub struct Removed {
+    /// Diff ids of the layers moved to the trash (no other image or container uses them).
+    pub layers: Vec<String>,
+    /// Bytes those layers held.
+    pub bytes: u64,
+    /// Layers that could not be moved out: they stay in the store, unused.
+    pub kept: Vec<String>,
+}
+
+/// Removed records and layers, out of the store and waiting for deletion. Layers hold files of
+/// subordinate ids, which only root of the user namespace can delete: one directory, so one
+/// stage-1 process removes it all.
+#[derive(Debug)]
+pub struct Trash {
+    pub dir: PathBuf,
+    /// Whether any layer is in it (without, the user can delete it directly).
+    pub has_layers: bool,
+}
+
+/// Takes the images lock (creating the store's image directories first).
+pub fn lock(paths: &Paths) -> Result<Locked<'_>> {
+    init(paths)?;
+    let guard = lock::exclusive(&paths.images_lock())?;
+    let tags = read_tags(paths)?;
+    Ok(Locked { paths, _lock: guard, tags, trash: None, trashed_layers: 0 })
+}
+
+impl Locked<'_> {
+    /// Writes the tags back atomically.
+    pub fn save_tags(&self) -> Result<()> {
+        write_tags(self.paths, &self.tags)
+    }
+
+    /// [`find_in`] under the lock.
+    pub fn find(&self, name: &str, reference: Option<&crate::image::reference::Reference>) -> Result<Option<Found>> {
+        find_in(self.paths, &self.tags, name, reference)
+    }
+
+    /// Every image with its names, newest first.
+    pub fn list(&self) -> Result<Vec<(ImageRecord, Vec<String>)>> {
+        list_with(self.paths, &self.tags)
+    }
+
+    /// Takes image `rec` out of the store: its names and record first (the image vanishes at
+    /// once), then each of its layers no other image uses and no container lists as a lower
+    /// directory (`in_use`), each by one `rename` into the trash, so the store never shows
+    /// half a layer.
+    pub fn remove(&mut self, rec: &ImageRecord, in_use: &BTreeSet<PathBuf>) -> Result<Removed> {
+        let what = &rec.id;
+        let before = self.tags.len();
+        self.tags.retain(|_, id| id != what);
+        if self.tags.len() != before {
+            self.save_tags()?;
+        }
+        let trash = self.trash_dir()?;
+        let dir = self.paths.image_dir(what)?;
+        let hex = hex_of(what)?;
+        std::fs::rename(&dir, trash.join(format!("image-{hex}")))
+            .with_context(|| format!("remove image `{what}`: move `{}` out of the store", dir.display()))?;
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        for (other, _) in self.list()? {
+            used.extend(other.layers);
+        }
+        let mut out = Removed::default();
+        for d in &rec.layers {
+            let layer = self.paths.layer_dir(d)?;
+            if used.contains(d) || in_use.contains(&layer) || out.layers.contains(d) || out.kept.contains(d) {
+                continue;
+            }
+            let dest = trash.join(hex_of(d)?);
+            match std::fs::rename(&layer, &dest) {
+                Ok(()) => {
+                    out.bytes += disk_usage(&dest);
+                    out.layers.push(d.clone());
+                    self.trashed_layers += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => out.kept.push(d.clone()),
+            }
+        }
+        Ok(out)
+    }
+
+    fn trash_dir(&mut self) -> Result<PathBuf> {
+        if let Some(t) = &self.trash {
+            return Ok(t.clone());
+        }
+        let t = tempdir_in(&self.paths.staging(), "rmi")?;
+        self.trash = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Releases the lock; returns the trash to delete, if anything was removed.
+    pub fn unlock(self) -> Option<Trash> {
+        let has_layers = self.trashed_layers > 0;
+        self.trash.map(|dir| Trash { dir, has_layers })
+    }
+}
+
+/// Bytes of the files under `path` (apparent sizes, hard links once, symlinks not followed);
+/// what cannot be read (directories of other subordinate ids) is left out.
+pub fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if meta.nlink() < 2 || seen.insert((meta.dev(), meta.ino())) {
+            total += meta.len();
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories_of_names() {
+        let d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        for (name, repo) in [
+            ("docker.io/library/alpine:latest", "docker.io/library/alpine"),
+            ("127.0.0.1:5056/test/busybox:latest", "127.0.0.1:5056/test/busybox"),
+            (&format!("host:5000/a/b@{d}"), "host:5000/a/b"),
+            (&format!("host:5000/a/b:1@{d}"), "host:5000/a/b"),
+            ("host:5000/a/b", "host:5000/a/b"),
+        ] {
+            assert_eq!(repo_of(name), repo, "{name}");
+        }
+        assert!(is_canonical(&format!("r/a@{d}")) && !is_canonical("r/a:1"));
+    }
 
     #[test]
     fn save_find_list() {
@@ -200,10 +428,55 @@ mod tests {
         save(&paths, &rec, b"manifest", b"config", &[]).unwrap();
         let r = crate::image::reference::Reference::parse("x").unwrap();
         assert_eq!(find(&paths, "x", Some(&r)).unwrap().unwrap(), rec);
+        let by_digest = r.with_digest(&rec.digest);
+        assert_eq!(find(&paths, "x@…", Some(&by_digest)).unwrap().unwrap(), rec);
+        let elsewhere = crate::image::reference::Reference::parse("y").unwrap().with_digest(&rec.digest);
+        assert!(find(&paths, "y@…", Some(&elsewhere)).unwrap().is_none());
         assert_eq!(find(&paths, &id[7..13], None).unwrap().unwrap().id, id);
         assert!(find(&paths, "ffff", None).unwrap().is_none());
         assert_eq!(list(&paths).unwrap(), vec![(rec, vec![name])]);
         assert_eq!(config(&paths, &id).unwrap(), b"config");
+        assert_eq!(pulled_from(&paths, &id).unwrap(), Some(BTreeSet::from(["docker.io/library/x".to_string()])));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn remove_moves_the_record_and_unshared_layers_to_the_trash() {
+        use crate::image::digest::sha256;
+        let base = std::env::temp_dir().join(format!("rl-images-rm-{}", std::process::id()));
+        let paths = Paths::resolve(Some(base.join("s")), Some(base.join("r"))).unwrap();
+        init(&paths).unwrap();
+        let (shared, own, pinned) = (sha256(b"shared"), sha256(b"own"), sha256(b"pinned"));
+        let rec = |cfg: &[u8], layers: &[&String]| ImageRecord {
+            id: sha256(cfg),
+            digest: sha256(b"m"),
+            layers: layers.iter().map(|l| l.to_string()).collect(),
+            size: 1,
+            platform: "linux/amd64".into(),
+            pulled_ns: 1,
+        };
+        let a = rec(b"a", &[&shared, &own, &pinned, &own]);
+        let b = rec(b"b", &[&shared]);
+        let missing = rec(b"c", &[&sha256(b"nowhere")]);
+        assert!(save(&paths, &missing, b"m", b"c", &[]).unwrap_err().to_string().contains("removed from the store"));
+        for l in [&shared, &own, &pinned] {
+            std::fs::create_dir_all(paths.layer_dir(l).unwrap().join("etc")).unwrap();
+            std::fs::write(paths.layer_dir(l).unwrap().join("etc/f"), b"12345").unwrap();
+        }
+        save(&paths, &a, b"m", b"a", &["r/a:1".into(), "r/a:2".into()]).unwrap();
+        save(&paths, &b, b"m", b"b", &["r/b:1".into()]).unwrap();
+        let mut store = lock(&paths).unwrap();
+        let in_use = BTreeSet::from([paths.layer_dir(&pinned).unwrap()]);
+        let removed = store.remove(&a, &in_use).unwrap();
+        assert_eq!(removed.layers, vec![own.clone()]);
+        assert_eq!(removed.bytes, 5);
+        assert!(store.tags.values().all(|id| *id == b.id));
+        let trash = store.unlock().unwrap();
+        assert!(trash.has_layers && trash.dir.join(hex_of(&own).unwrap()).join("etc/f").exists());
+        assert!(!paths.layer_dir(&own).unwrap().exists() && paths.layer_dir(&shared).unwrap().exists());
+        assert!(paths.layer_dir(&pinned).unwrap().exists(), "a container's layer stays");
+        assert_eq!(list(&paths).unwrap(), vec![(b, vec!["r/b:1".to_string()])]);
+        assert!(find(&paths, &a.id, None).unwrap().is_none());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }
