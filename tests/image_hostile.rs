@@ -32,11 +32,7 @@ const VICTIM: &str = "/tmp/rl-hostile-victim";
 /// The registry's `host:port`, once it is known to hold the hostile images; None (after
 /// saying why) otherwise.
 fn registry() -> Option<String> {
-    let r = std::env::var("RL_TEST_REGISTRY").ok().filter(|r| !r.is_empty());
-    if !require(r.is_some(), "RL_TEST_REGISTRY is not set (scripts/test.sh starts a registry)") {
-        return None;
-    }
-    let reg = r.unwrap_or_default();
+    let reg = test_registry()?;
     static SEEDED: OnceLock<bool> = OnceLock::new();
     let seeded = *SEEDED.get_or_init(|| get(&format!("http://{reg}/v2/test/hostile-big/tags/list"), "").is_ok());
     require(seeded, "the registry has no test/hostile-* images (scripts/seed-hostile.sh seeds them)").then_some(reg)

@@ -6,19 +6,6 @@ mod common;
 
 use common::*;
 
-/// The registry's `host:port`, or None (after saying why) when the suite has none.
-fn registry() -> Option<String> {
-    let r = std::env::var("RL_TEST_REGISTRY").ok().filter(|r| !r.is_empty());
-    require(r.is_some(), "RL_TEST_REGISTRY is not set (scripts/test.sh starts a registry)")
-        .then(|| r.unwrap_or_default())
-}
-
-fn setup() -> Option<(Ctx, String)> {
-    let ctx = Ctx::with_subids()?;
-    let reg = registry()?;
-    Some((ctx, reg))
-}
-
 fn rl(ctx: &Ctx, args: &[&str]) -> Out {
     let mut c = ctx.rl();
     c.args(args);
@@ -39,7 +26,7 @@ fn store_entries(ctx: &Ctx) -> Vec<String> {
 
 #[test]
 fn pull_lists_and_runs_busybox() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let image = format!("{reg}/test/busybox:latest");
     let out = rl(&ctx, &["pull", &image]);
     out.assert_ok();
@@ -66,7 +53,7 @@ fn pull_lists_and_runs_busybox() {
 
 #[test]
 fn second_pull_reuses_layers_and_run_uses_the_store() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let image = format!("{reg}/test/busybox:latest");
     rl(&ctx, &["pull", "-q", &image]).assert_ok();
     let before = store_entries(&ctx);
@@ -79,7 +66,7 @@ fn second_pull_reuses_layers_and_run_uses_the_store() {
 
 #[test]
 fn layered_image_honours_whiteouts_opaque_dirs_and_config() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let image = format!("{reg}/test/layered");
     let script = "pwd; echo LAYERED=$LAYERED; ls /data; ls /opt/old; test -e /data/gone || echo gone-absent; \
                   test -e /data/dir || echo dir-absent; stat -c '%u %a' /bin/suid-test /etc/highuid";
@@ -98,7 +85,7 @@ fn layered_image_honours_whiteouts_opaque_dirs_and_config() {
 
 #[test]
 fn entrypoint_and_cmd_follow_docker() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let image = format!("{reg}/test/entrypoint");
     let out = ctx.run_cmd_in_image(&["--rm"], &image, &[]);
     out.assert_ok();
@@ -111,7 +98,7 @@ fn entrypoint_and_cmd_follow_docker() {
 
 #[test]
 fn zstd_and_uncompressed_layers() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let out = ctx.run_cmd_in_image(&["--rm"], &format!("{reg}/test/zstd"), &["cat", "/zstd-marker"]);
     out.assert_ok();
     assert!(!out.stdout.is_empty(), "{out}");
@@ -119,7 +106,7 @@ fn zstd_and_uncompressed_layers() {
 
 #[test]
 fn multiarch_picks_the_host_platform_and_explains_a_missing_one() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let image = format!("{reg}/test/multiarch");
     ctx.run_cmd_in_image(&["--rm"], &image, &["true"]).assert_ok();
     let arm = rl(&ctx, &["pull", "--platform", "linux/arm64", &image]);
@@ -133,7 +120,7 @@ fn multiarch_picks_the_host_platform_and_explains_a_missing_one() {
 
 #[test]
 fn pull_by_digest() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let image = format!("{reg}/test/busybox:latest");
     rl(&ctx, &["pull", "-q", &image]).assert_ok();
     let json = rl(&ctx, &["images", "--format", "json"]);
@@ -147,7 +134,7 @@ fn pull_by_digest() {
 
 #[test]
 fn bad_references_and_missing_images_fail_cleanly() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     rl(&ctx, &["pull", "Not_Valid"]).assert_error("Not_Valid");
     rl(&ctx, &["pull", &format!("{reg}/test/busybox:no-such-tag")]).assert_error("no-such-tag");
     rl(&ctx, &["pull", &format!("{reg}/test/no-such-repo")]).assert_error("no-such-repo");

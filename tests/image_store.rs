@@ -6,19 +6,6 @@ mod common;
 
 use common::*;
 
-/// The registry's `host:port`, or None (after saying why) when the suite has none.
-fn registry() -> Option<String> {
-    let r = std::env::var("RL_TEST_REGISTRY").ok().filter(|r| !r.is_empty());
-    require(r.is_some(), "RL_TEST_REGISTRY is not set (scripts/test.sh starts a registry)")
-        .then(|| r.unwrap_or_default())
-}
-
-fn setup() -> Option<(Ctx, String)> {
-    let ctx = Ctx::with_subids()?;
-    let reg = registry()?;
-    Some((ctx, reg))
-}
-
 fn rl(ctx: &Ctx, args: &[&str]) -> Out {
     let mut c = ctx.rl();
     c.args(args);
@@ -63,7 +50,7 @@ fn hex(id: &str) -> &str {
 
 #[test]
 fn tag_then_run_by_the_new_name() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let id = pull(&ctx, &format!("{reg}/test/busybox"));
     rl(&ctx, &["tag", &format!("{reg}/test/busybox"), "local/mine:v1"]).assert_ok();
     // By id prefix too; the target's tag defaults to `latest`.
@@ -89,7 +76,7 @@ fn tag_then_run_by_the_new_name() {
 
 #[test]
 fn rmi_untags_then_deletes_the_image_and_its_unshared_layers() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let busybox = format!("{reg}/test/busybox:latest");
     let layered = format!("{reg}/test/layered:latest");
     pull(&ctx, &busybox);
@@ -128,7 +115,7 @@ fn rmi_untags_then_deletes_the_image_and_its_unshared_layers() {
 
 #[test]
 fn rmi_is_refused_while_a_container_uses_the_image() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let image = format!("{reg}/test/busybox:latest");
     let id = pull(&ctx, &image);
     let name = format!("keep{}", ctx.marker);
@@ -150,7 +137,7 @@ fn rmi_is_refused_while_a_container_uses_the_image() {
 
 #[test]
 fn rmi_by_id_with_names_in_several_repositories_needs_force() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let image = format!("{reg}/test/busybox:latest");
     let id = pull(&ctx, &image);
     rl(&ctx, &["tag", &image, "second"]).assert_ok();
@@ -166,7 +153,7 @@ fn rmi_by_id_with_names_in_several_repositories_needs_force() {
 
 #[test]
 fn inspect_shows_dockers_fields() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let image = format!("{reg}/test/layered:latest");
     let id = pull(&ctx, &image);
     let out = rl(&ctx, &["image", "inspect", &image]);
@@ -202,7 +189,7 @@ fn inspect_shows_dockers_fields() {
 
 #[test]
 fn prune_removes_dangling_images_and_with_all_unused_ones() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let busybox = format!("{reg}/test/busybox:latest");
     let layered = format!("{reg}/test/layered:latest");
     let busybox_id = pull(&ctx, &busybox);
@@ -240,7 +227,7 @@ fn prune_removes_dangling_images_and_with_all_unused_ones() {
 
 #[test]
 fn history_lists_the_entries_newest_first() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     let image = format!("{reg}/test/layered");
     let id = pull(&ctx, &image);
     let out = rl(&ctx, &["history", &image]);
@@ -265,7 +252,7 @@ fn history_lists_the_entries_newest_first() {
 
 #[test]
 fn system_df_counts_images_and_containers() {
-    let Some((ctx, reg)) = setup() else { return };
+    let Some((ctx, reg)) = registry_ctx() else { return };
     pull(&ctx, &format!("{reg}/test/busybox"));
     pull(&ctx, &format!("{reg}/test/layered"));
     let out = rl(&ctx, &["system", "df"]);

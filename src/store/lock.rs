@@ -13,17 +13,20 @@ pub struct Lock {
     _guard: Flock<File>,
 }
 
-/// Takes the exclusive lock on `path`, creating the lock file if needed (waits for other holders).
-pub fn exclusive(path: &Path) -> Result<Lock> {
-    let file = OpenOptions::new()
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
-        .with_context(|| format!("open lock `{}`", path.display()))?;
-    let guard = Flock::lock(file, FlockArg::LockExclusive)
+        .with_context(|| format!("open lock `{}`", path.display()))
+}
+
+/// Takes the exclusive lock on `path`, creating the lock file if needed (waits for other holders).
+pub fn exclusive(path: &Path) -> Result<Lock> {
+    let guard = Flock::lock(open_lock_file(path)?, FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .with_context(|| format!("lock `{}`", path.display()))?;
     Ok(Lock { _guard: guard })
@@ -31,15 +34,7 @@ pub fn exclusive(path: &Path) -> Result<Lock> {
 
 /// Takes the exclusive lock on `path` if nobody holds it (None if someone does).
 pub fn try_exclusive(path: &Path) -> Result<Option<Lock>> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .with_context(|| format!("open lock `{}`", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    match Flock::lock(open_lock_file(path)?, FlockArg::LockExclusiveNonblock) {
         Ok(guard) => Ok(Some(Lock { _guard: guard })),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
         Err((_, e)) => Err(e).with_context(|| format!("lock `{}`", path.display())),

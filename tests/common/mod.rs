@@ -302,6 +302,20 @@ fn make_writable(p: &Path) {
     }
 }
 
+/// The test registry's `host:port` (RL_TEST_REGISTRY), or None after saying why it is missing.
+pub fn test_registry() -> Option<String> {
+    let r = env::var("RL_TEST_REGISTRY").ok().filter(|r| !r.is_empty());
+    require(r.is_some(), "RL_TEST_REGISTRY is not set (scripts/test.sh starts a registry)")
+        .then(|| r.unwrap_or_default())
+}
+
+/// A context with subordinate ids and the test registry.
+pub fn registry_ctx() -> Option<(Ctx, String)> {
+    let ctx = Ctx::with_subids()?;
+    let reg = test_registry()?;
+    Some((ctx, reg))
+}
+
 pub fn is_root() -> bool {
     uid() == 0 || nix::unistd::geteuid().is_root()
 }
