@@ -6,7 +6,7 @@
 //! maps while the parent writes the container's record; and stage 1 is exec'd. Stage 1 is rl
 //! re-exec'd (`rl __stage1`) rather than forked: a fresh exec is single-threaded, which joining a
 //! user namespace requires, so the parent stays free to use threads (parallel layer downloads),
-//! and `unsafe` stays tiny. With `--init` it is exec'd from a sealed memfd copy of rl, not from
+//! and raw syscalls stay in `sys`. With `--init` it is exec'd from a sealed memfd copy of rl, not from
 //! rl's file: the container's root is the user, so a process in it that could reach rl's file
 //! through /proc/PID/exe (the `--init` PID 1 is rl) could overwrite the user's rl binary —
 //! CVE-2019-5736. A sealed memfd cannot be written by anyone.
