@@ -32,6 +32,10 @@ fn pull_lists_and_runs_busybox() {
     out.assert_ok();
     let id = out.stdout_trim().to_string();
     assert!(id.starts_with("sha256:") && id.len() == 71, "pull prints the image id\n{out}");
+    assert!(
+        out.stderr.lines().any(|l| l.starts_with("layer sha256:") && l.ends_with("downloaded")),
+        "plain progress lines without a terminal\n{out}"
+    );
     let list = rl(&ctx, &["images"]);
     list.assert_ok();
     assert!(list.stdout.contains(&format!("{reg}/test/busybox")) && list.stdout.contains(&id[7..19]), "{list}");
@@ -55,7 +59,9 @@ fn pull_lists_and_runs_busybox() {
 fn second_pull_reuses_layers_and_run_uses_the_store() {
     let Some((ctx, reg)) = registry_ctx() else { return };
     let image = format!("{reg}/test/busybox:latest");
-    rl(&ctx, &["pull", "-q", &image]).assert_ok();
+    let quiet = rl(&ctx, &["pull", "-q", &image]);
+    quiet.assert_ok();
+    assert_eq!(quiet.stderr, "", "-q prints nothing but the id\n{quiet}");
     let before = store_entries(&ctx);
     let again = rl(&ctx, &["pull", &image]);
     again.assert_ok();

@@ -114,7 +114,7 @@ fn pull_from(paths: &Paths, r: &Reference, client: &Client, plan: &MapPlan, opts
         eprintln!("pulling {r}: {} layer(s), {} to fetch", diff_ids.len(), missing.len());
     }
     if !missing.is_empty() {
-        fetch_layers(paths, client, &missing, plan)?;
+        fetch_layers(paths, client, &missing, plan, opts.quiet)?;
     }
     let record = ImageRecord {
         id: digest::sha256(&config_bytes),
@@ -133,7 +133,13 @@ fn max_inside(maps: &[crate::userns::IdMapping]) -> u32 {
     maps.iter().map(|m| m.inside + m.count.saturating_sub(1)).max().unwrap_or(0)
 }
 
-fn fetch_layers(paths: &Paths, client: &Client, missing: &[(Descriptor, String)], plan: &MapPlan) -> Result<()> {
+fn fetch_layers(
+    paths: &Paths,
+    client: &Client,
+    missing: &[(Descriptor, String)],
+    plan: &MapPlan,
+    quiet: bool,
+) -> Result<()> {
     let mut jobs = Vec::new();
     let mut readers = Vec::new();
     let mut writers = Vec::new();
@@ -158,9 +164,21 @@ fn fetch_layers(paths: &Paths, client: &Client, missing: &[(Descriptor, String)]
     let how = Spawn { stdin: Stdio::null(), sealed: false, fds: readers };
     let stage = Stage1::spawn(plan, Job::Unpack(job), how, || Ok(()))?;
 
+    let progress = Progress::new(missing, quiet);
     let downloads: Vec<Result<()>> = std::thread::scope(|s| {
-        let handles: Vec<_> =
-            missing.iter().zip(writers).map(|((desc, _), w)| s.spawn(move || download(client, desc, w))).collect();
+        let handles: Vec<_> = missing
+            .iter()
+            .zip(writers)
+            .enumerate()
+            .map(|(i, ((desc, _), w))| {
+                let progress = &progress;
+                s.spawn(move || {
+                    let r = download(client, desc, w, &|n| progress.advance(i, n));
+                    progress.finish(i, r.is_ok());
+                    r
+                })
+            })
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a download thread panicked")))).collect()
     });
     let unpacked = match stage.expect_msg()? {
@@ -236,7 +254,7 @@ fn stale_staging(paths: &Paths) -> Result<Vec<(PathBuf, lock::Lock)>> {
 
 /// Streams one blob into `w`, resuming with `Range` after a broken connection, and checks its
 /// digest and size at the end.
-fn download(client: &Client, desc: &Descriptor, w: OwnedFd) -> Result<()> {
+fn download(client: &Client, desc: &Descriptor, w: OwnedFd, advance: &(dyn Fn(u64) + Sync)) -> Result<()> {
     let digest = desc.digest().to_string();
     digest::hex_of(&digest)?;
     let mut out = File::from(w);
@@ -253,6 +271,7 @@ fn download(client: &Client, desc: &Descriptor, w: OwnedFd) -> Result<()> {
                 if hashed.count() > desc.size() {
                     bail!("layer `{digest}`: more than the {} bytes the manifest declares", desc.size());
                 }
+                advance(n as u64);
                 if !unpacker_gone {
                     match out.write_all(&buf[..n]) {
                         Ok(()) => {}
@@ -278,6 +297,69 @@ fn download(client: &Client, desc: &Descriptor, w: OwnedFd) -> Result<()> {
         bail!("layer `{digest}`: digest mismatch: the content is {got}");
     }
     Ok(())
+}
+
+/// Download progress: a bar per layer and one for the total (with rates) on a terminal; one
+/// line per finished layer otherwise; nothing with `-q`.
+struct Progress {
+    bars: Option<(indicatif::MultiProgress, Vec<indicatif::ProgressBar>, indicatif::ProgressBar)>,
+    names: Vec<String>,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(layers: &[(Descriptor, String)], quiet: bool) -> Progress {
+        let names: Vec<String> =
+            layers.iter().map(|(d, _)| d.digest().to_string().chars().take(19).collect()).collect();
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bars = (!quiet && tty).then(|| {
+            let multi = indicatif::MultiProgress::new();
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix:20} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            let each = layers
+                .iter()
+                .zip(&names)
+                .map(|((d, _), n)| {
+                    let b = multi.add(indicatif::ProgressBar::new(d.size()).with_style(style.clone()));
+                    b.set_prefix(n.clone());
+                    b
+                })
+                .collect();
+            let total =
+                multi.add(indicatif::ProgressBar::new(layers.iter().map(|(d, _)| d.size()).sum()).with_style(style));
+            total.set_prefix("total");
+            (multi, each, total)
+        });
+        Progress { bars, names, quiet }
+    }
+
+    fn advance(&self, i: usize, n: u64) {
+        if let Some((_, each, total)) = &self.bars {
+            each[i].inc(n);
+            total.inc(n);
+        }
+    }
+
+    fn finish(&self, i: usize, ok: bool) {
+        match &self.bars {
+            Some((_, each, _)) => each[i].finish(),
+            None if !self.quiet => {
+                eprintln!("layer {}: {}", self.names[i], if ok { "downloaded" } else { "failed" })
+            }
+            None => {}
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some((_, _, total)) = &self.bars {
+            total.finish();
+        }
+    }
 }
 
 /// Stage 1's side: unpack every layer from its pipe at once; each result is the layer's diff id
