@@ -11,3 +11,22 @@ pub mod push;
 pub mod reference;
 pub mod registries;
 pub mod registry;
+
+/// Runs `work` on each item with its fd, one scoped thread each (the stage-1 side of a pull or a
+/// push: every layer streams through its own pipe at once); each result is the value or the
+/// error text for the parent.
+pub(crate) fn per_layer<I: Sync, T: Send>(
+    items: &[I],
+    fds: Vec<std::os::fd::OwnedFd>,
+    work: impl Fn(&I, std::os::fd::OwnedFd) -> anyhow::Result<T> + Sync,
+) -> Vec<Result<T, String>> {
+    std::thread::scope(|s| {
+        let work = &work;
+        let handles: Vec<_> = items
+            .iter()
+            .zip(fds)
+            .map(|(item, fd)| s.spawn(move || work(item, fd).map_err(|e| format!("{e:#}"))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a layer thread panicked".into()))).collect()
+    })
+}

@@ -366,18 +366,7 @@ impl Drop for Progress {
 /// or the error text.
 pub fn unpack_all(job: &UnpackJob, fds: Vec<OwnedFd>) -> Vec<Result<String, String>> {
     let opts = unpack::Options { max_uid: job.max_uid, max_gid: job.max_gid, apply_owners: true };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = job
-            .layers
-            .iter()
-            .zip(fds)
-            .map(|(layer, fd)| {
-                let opts = &opts;
-                s.spawn(move || unpack_one(layer, fd, opts).map_err(|e| format!("{e:#}")))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("an unpack thread panicked".into()))).collect()
-    })
+    super::per_layer(&job.layers, fds, |layer, fd| unpack_one(layer, fd, &opts))
 }
 
 fn unpack_one(layer: &LayerJob, fd: OwnedFd, opts: &unpack::Options) -> Result<String> {

@@ -249,19 +249,8 @@ fn compress(r: OwnedFd, path: &Path) -> Result<Blob> {
 /// Stage 1's side: export every layer into its pipe at once.
 pub fn export_all(job: &ExportJob, fds: Vec<OwnedFd>) -> Vec<Result<(), String>> {
     let opts = crate::store::export::Options { skip_empty: Vec::new() };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = job
-            .layers
-            .iter()
-            .zip(fds)
-            .map(|(dir, fd)| {
-                let opts = &opts;
-                s.spawn(move || {
-                    let out = BufWriter::with_capacity(256 << 10, File::from(fd));
-                    crate::store::export::export(dir, out, opts).map(drop).map_err(|e| format!("{e:#}"))
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("an export thread panicked".into()))).collect()
+    super::per_layer(&job.layers, fds, |dir, fd| {
+        let out = BufWriter::with_capacity(256 << 10, File::from(fd));
+        crate::store::export::export(dir, out, &opts).map(drop)
     })
 }
