@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod digest;
+pub mod layer_export;
 pub mod manifest;
 pub mod pull;
 pub mod push;

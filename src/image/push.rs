@@ -6,37 +6,18 @@
 //! an OCI manifest. As with Podman, a pushed image's layer digests are those of rl's own tars.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::digest::{self, Hashing};
+use super::digest;
+use super::layer_export;
 use super::reference::Reference;
 use super::registry::Client;
-use crate::sandbox::msg::{Job, Msg};
-use crate::sandbox::parent::{Spawn, Stage1};
 use crate::store::images::{self, ImageRecord};
 use crate::store::Paths;
 use crate::userns::MapPlan;
-
-/// Stage 1's export job: one layer dir per fd sent with it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExportJob {
-    pub layers: Vec<PathBuf>,
-}
-
-/// A layer ready to upload.
-struct Blob {
-    path: PathBuf,
-    digest: String,
-    size: u64,
-    diff_id: String,
-}
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -142,7 +123,7 @@ fn push_with(
     work: &Path,
 ) -> Result<String> {
     let dirs: Vec<PathBuf> = rec.layers.iter().map(|d| paths.layer_dir(d)).collect::<Result<_>>()?;
-    let blobs = export_layers(&dirs, plan, work)?;
+    let blobs = layer_export::export_layers(&dirs, plan, work, true)?;
     let mut config: Value =
         serde_json::from_slice(&images::config(paths, &rec.id)?).context("parse the image config")?;
     config["rootfs"] =
@@ -179,78 +160,4 @@ fn push_with(
     let bytes = serde_json::to_vec(&manifest).context("encode the manifest")?;
     let tag = dest.tag.as_deref().unwrap_or("latest");
     client.put_manifest(tag, OCI_MANIFEST, &bytes)
-}
-
-/// Exports `dirs` through stage 1 and gzips each into `work`, in parallel.
-fn export_layers(dirs: &[PathBuf], plan: &MapPlan, work: &Path) -> Result<Vec<Blob>> {
-    let mut readers = Vec::new();
-    let mut writers = Vec::new();
-    for _ in dirs {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create a layer pipe")?;
-        readers.push(r);
-        writers.push(w);
-    }
-    let job = ExportJob { layers: dirs.to_vec() };
-    let how = Spawn { stdin: Stdio::null(), sealed: false, fds: writers };
-    let stage = Stage1::spawn(plan, Job::Export(job), how, || Ok(()))?;
-    let blobs: Vec<Result<Blob>> = std::thread::scope(|s| {
-        let handles: Vec<_> = readers
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| s.spawn(move || compress(r, &work.join(format!("layer-{i}.tar.gz")))))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a compression thread panicked"))))
-            .collect()
-    });
-    let reported = stage.expect_msg();
-    stage.reap();
-    match reported? {
-        Msg::Exported { results } => {
-            for (r, d) in results.into_iter().zip(dirs) {
-                r.map_err(|e| anyhow!("export layer `{}`: {e}", d.display()))?;
-            }
-        }
-        other => bail!("the stage-1 process sent an unexpected {other:?}"),
-    }
-    blobs.into_iter().collect()
-}
-
-fn compress(r: OwnedFd, path: &Path) -> Result<Blob> {
-    let mut tar = Hashing::new(std::io::BufReader::with_capacity(256 << 10, File::from(r)));
-    let file = File::create(path).with_context(|| format!("create `{}`", path.display()))?;
-    let hashed = digest::HashingWriter::new(BufWriter::new(file));
-    let mut gz = flate2::write::GzEncoder::new(hashed, flate2::Compression::fast());
-    // The compressor sees fixed-size chunks whatever the pipe delivers: its output (and so the
-    // blob digest) then depends on the tar alone, and a second push finds the blobs in place.
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let mut n = 0;
-        while n < buf.len() {
-            match tar.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).context("read the exported layer"),
-            }
-        }
-        if n == 0 {
-            break;
-        }
-        gz.write_all(&buf[..n]).context("compress the layer")?;
-    }
-    let (mut file, digest, size) = gz.finish().context("compress the layer")?.finish();
-    file.flush().with_context(|| format!("write `{}`", path.display()))?;
-    let (diff_id, _) = tar.finish();
-    Ok(Blob { path: path.to_path_buf(), digest, size, diff_id })
-}
-
-/// Stage 1's side: export every layer into its pipe at once.
-pub fn export_all(job: &ExportJob, fds: Vec<OwnedFd>) -> Vec<Result<(), String>> {
-    let opts = crate::store::export::Options { skip_empty: Vec::new() };
-    super::per_layer(&job.layers, fds, |dir, fd| {
-        let out = BufWriter::with_capacity(256 << 10, File::from(fd));
-        crate::store::export::export(dir, out, &opts).map(drop)
-    })
 }

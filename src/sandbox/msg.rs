@@ -21,7 +21,7 @@ pub enum Job {
     /// Unpack layers streamed on the fds sent with the job.
     Unpack(crate::image::pull::UnpackJob),
     /// Export layer directories as tars into the fds sent with the job.
-    Export(crate::image::push::ExportJob),
+    Export(crate::image::layer_export::ExportJob),
 }
 
 /// Every message, in both directions.

@@ -100,7 +100,7 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
             chan.send(&Msg::Done)
         }
         Job::Export(job) => {
-            let results = crate::image::push::export_all(&job, job_fds);
+            let results = crate::image::layer_export::export_all(&job, job_fds);
             chan.send(&Msg::Exported { results })
         }
         Job::Unpack(job) => {
