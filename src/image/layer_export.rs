@@ -80,7 +80,7 @@ fn write_layer(r: OwnedFd, path: &Path, gzip: bool) -> Result<Blob> {
     let file = File::create(path).with_context(|| format!("create `{}`", path.display()))?;
     let hashed = digest::HashingWriter::new(BufWriter::new(file));
     let mut out = if gzip {
-        Out::Gzip(flate2::write::GzEncoder::new(hashed, flate2::Compression::fast()))
+        Out::Gzip(Box::new(flate2::write::GzEncoder::new(hashed, flate2::Compression::fast())))
     } else {
         Out::Plain(hashed)
     };
@@ -113,7 +113,7 @@ fn write_layer(r: OwnedFd, path: &Path, gzip: bool) -> Result<Blob> {
 }
 
 enum Out<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(Box<flate2::write::GzEncoder<W>>),
     Plain(W),
 }
 
