@@ -12,9 +12,11 @@
 //! everything rl printed.
 #![allow(dead_code)]
 
+mod own_registry;
 mod procs;
 mod running;
 
+pub use own_registry::*;
 pub use procs::*;
 pub use running::*;
 
