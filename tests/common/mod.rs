@@ -16,6 +16,7 @@ mod own_registry;
 mod procs;
 mod running;
 
+#[allow(unused_imports)] // only the tests that start their own registry use it
 pub use own_registry::*;
 pub use procs::*;
 pub use running::*;
