@@ -169,6 +169,58 @@ pub fn config(paths: &Paths, id: &str) -> Result<Vec<u8>> {
     std::fs::read(&p).with_context(|| format!("read `{}`", p.display()))
 }
 
+/// The raw manifest JSON an image was pulled by (or made with).
+pub fn manifest(paths: &Paths, id: &str) -> Result<Vec<u8>> {
+    let p = paths.image_dir(id)?.join("manifest.json");
+    std::fs::read(&p).with_context(|| format!("read `{}`", p.display()))
+}
+
+/// A blob a registry holds for one of an image's layers: a later push to another repository of
+/// that registry can mount it instead of uploading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedLayer {
+    pub digest: String,
+    pub size: u64,
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// `sha256:` of the blob's uncompressed tar (what the pushed config lists).
+    #[serde(rename = "diffId")]
+    pub diff_id: String,
+}
+
+/// One push of an image: the repository (`host/path`) and the layer blobs now there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pushed {
+    pub repository: String,
+    pub layers: Vec<PushedLayer>,
+}
+
+const PUSHED: &str = "pushed.json";
+
+/// Where image `id` was pushed, newest last.
+pub fn pushed(paths: &Paths, id: &str) -> Result<Vec<Pushed>> {
+    let p = paths.image_dir(id)?.join(PUSHED);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parse `{}`", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("read `{}`", p.display())),
+    }
+}
+
+/// Records a push of image `id` (replacing an older record for the same repository). Under the
+/// images lock, so two pushes never lose each other's record and `rmi` never races it.
+pub fn record_push(paths: &Paths, id: &str, push: Pushed) -> Result<()> {
+    let _lock = lock::exclusive(&paths.images_lock())?;
+    let dir = paths.image_dir(id)?;
+    if !dir.join("image.json").exists() {
+        return Ok(()); // removed meanwhile: nothing to remember it by
+    }
+    let mut all = pushed(paths, id)?;
+    all.retain(|p| p.repository != push.repository);
+    all.push(push);
+    lock::write_atomic(&dir.join(PUSHED), &serde_json::to_vec_pretty(&all).context("encode pushes")?)
+}
+
 /// An image an argument named, and the stored name it matched exactly (`None` when it matched
 /// by id, id prefix or digest): `rmi` untags a name but deletes by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
