@@ -86,3 +86,29 @@ fn a_mirror_serves_another_registrys_names() {
     let run = ctx.run_cmd_in_image(&["--rm", "--pull=never"], "hub.invalid/test/busybox", &["echo", "mirrored"]);
     assert_eq!(run.stdout_trim(), "mirrored", "{run}");
 }
+
+#[test]
+fn short_names_resolve_through_the_search_registries() {
+    let Some((ctx, reg)) = registry_ctx() else { return };
+    // The first search registry is empty (answers 404), the second has the image.
+    let Some(empty) = OwnRegistry::start(&ctx.mkdir("empty-registry"), "", "") else { return };
+    let conf = ctx.mkdir("config/containers").join("registries.conf");
+    std::fs::write(&conf, format!("unqualified-search-registries = [\"{}\", \"{reg}\"]\n", empty.addr)).unwrap();
+
+    let pulled = rl(&ctx, &["pull", "-q", "test/busybox"], None);
+    pulled.assert_ok();
+    let names = rl(&ctx, &["images", "--format", "{{.Repository}}:{{.Tag}}"], None);
+    names.assert_ok();
+    assert_eq!(names.stdout_trim(), format!("{reg}/test/busybox:latest"), "stored under the registry that had it");
+    // Every verb finds it by the short name again, without pulling.
+    let run = rl(&ctx, &["run", "--rm", "--pull=never", "test/busybox", "echo", "short ok"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout_trim(), "short ok");
+    rl(&ctx, &["image", "inspect", "test/busybox"], None).assert_ok();
+
+    let missing = rl(&ctx, &["pull", "test/not-there"], None);
+    missing.assert_error("no search registry has it");
+    for tried in [format!("`{}/test/not-there:latest`", empty.addr), format!("`{reg}/test/not-there:latest`")] {
+        assert!(missing.stderr.contains(&tried), "the error names every try: {tried}\n{missing}");
+    }
+}

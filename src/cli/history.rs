@@ -40,6 +40,15 @@ struct Row {
     size: Option<u64>,
 }
 
+/// Docker's CREATED column for an RFC 3339 `created`: `3 days ago`, or `N/A`.
+pub(crate) fn created_since(created: Option<&str>) -> String {
+    let now = (crate::state::now_ns() / 1_000_000_000) as i64;
+    match created.and_then(unix_seconds) {
+        Some(t) => format!("{} ago", human_duration(now - t)),
+        None => "N/A".into(),
+    }
+}
+
 /// Docker's `HumanDuration` of `secs`, which its CREATED column follows with ` ago`.
 fn human_duration(secs: i64) -> String {
     let hours = (secs as f64 / 3600.0).round() as i64;

@@ -94,7 +94,13 @@ pub fn no_such(arg: &str) -> anyhow::Error {
 
 /// The image an IMAGE argument names, read without the lock (for verbs that only read).
 pub fn lookup(paths: &Paths, arg: &str) -> Result<ImageRecord> {
-    store::find(paths, arg, reference_of(arg)?.as_ref())?.ok_or_else(|| no_such(arg))
+    if reference_of(arg)?.is_some() {
+        // A short name may be stored under any of the search registries.
+        if let Some((_, rec)) = super::pull::find_stored(paths, &super::pull::candidates(arg)?)? {
+            return Ok(rec);
+        }
+    }
+    store::find(paths, arg, None)?.ok_or_else(|| no_such(arg))
 }
 
 /// One image as `docker image inspect` shows it.

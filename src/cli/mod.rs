@@ -2,6 +2,7 @@
 //! store locations and hands over to the verb; every error ends as one `Error:` line (plus a
 //! `hint:` line) and exit status 125, or the container's own status.
 
+pub mod format;
 pub mod history;
 pub mod image;
 pub mod images;

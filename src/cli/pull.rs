@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::image::manifest::Platform;
 use crate::image::pull::{self, Options};
 use crate::image::reference::Reference;
+use crate::image::registries::Config;
 use crate::store::images::ImageRecord;
 use crate::store::Paths;
 use crate::userns::{MapPlan, UsernsMode};
@@ -35,12 +36,54 @@ pub fn pull_image(paths: &Paths, r: &Reference, opts: &Options) -> Result<ImageR
     pull::pull(paths, r, &plan, opts).with_context(|| format!("pull `{r}`"))
 }
 
+/// The references IMAGE may stand for, in order (a short name through the unqualified-search
+/// registries of registries.conf).
+pub fn candidates(input: &str) -> Result<Vec<Reference>> {
+    Config::load()?.candidates(input).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The first of `candidates` that is in the store.
+pub fn find_stored(paths: &Paths, candidates: &[Reference]) -> Result<Option<(Reference, ImageRecord)>> {
+    for r in candidates {
+        if let Some(rec) = crate::store::images::find(paths, &r.to_string(), Some(r))? {
+            return Ok(Some((r.clone(), rec)));
+        }
+    }
+    Ok(None)
+}
+
+/// Pulls the first of `candidates` a registry has; when none does, one error naming each try.
+pub fn pull_first(
+    paths: &Paths,
+    input: &str,
+    candidates: &[Reference],
+    opts: &Options,
+) -> Result<(Reference, ImageRecord)> {
+    if let [only] = candidates {
+        return pull_image(paths, only, opts).map(|rec| (only.clone(), rec));
+    }
+    let mut errors = Vec::new();
+    for r in candidates {
+        match pull_image(paths, r, opts) {
+            Ok(rec) => return Ok((r.clone(), rec)),
+            Err(e) => {
+                // The pull's own context repeats the name: keep the cause.
+                errors.push(format!("`{r}`: {:#}", e.root_cause()));
+            }
+        }
+    }
+    bail!(
+        "image `{input}`: no search registry has it (unqualified-search-registries in registries.conf): {}",
+        errors.join("; ")
+    )
+}
+
 /// `rl pull`.
 pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: PullArgs) -> Result<i32> {
     let paths = Paths::resolve(root, runroot)?;
-    let r = parse_reference(&args.image)?;
+    let cands = candidates(&args.image)?;
     let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
-    let rec = pull_image(&paths, &r, &Options { platform, quiet: args.quiet })?;
+    let (_, rec) = pull_first(&paths, &args.image, &cands, &Options { platform, quiet: args.quiet })?;
     println!("{}", rec.id);
     Ok(0)
 }

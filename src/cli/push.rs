@@ -23,11 +23,14 @@ pub struct PushArgs {
 /// `rl push`.
 pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: PushArgs) -> Result<i32> {
     let paths = Paths::resolve(root, runroot)?;
-    let source = crate::image::reference::Reference::parse(&args.image).ok();
-    let rec = match images::find(&paths, &args.image, source.as_ref())? {
-        Some(r) => r,
-        None => bail!("image `{}`: not in the store", args.image),
+    // A name (short names through the search registries) or an id.
+    let found = match crate::image::reference::Reference::parse(&args.image) {
+        Ok(_) => {
+            super::pull::find_stored(&paths, &super::pull::candidates(&args.image)?)?.map(|(r, rec)| (Some(r), rec))
+        }
+        Err(_) => images::find(&paths, &args.image, None)?.map(|rec| (None, rec)),
     };
+    let Some((source, rec)) = found else { bail!("image `{}`: not in the store", args.image) };
     let dest = match (&args.destination, &source) {
         (Some(d), _) => super::pull::parse_reference(d)?,
         (None, Some(s)) => s.clone(),

@@ -184,29 +184,29 @@ fn base_from_rootfs(rootfs: &std::path::Path) -> Result<Base> {
 
 fn base_from_image(paths: &Paths, name: &str, args: &RunArgs) -> Result<Base> {
     use crate::image::reference::{Reference, Rule};
-    let r = match Reference::parse(name) {
-        Ok(r) => r,
+    if let Err(e) = Reference::parse(name) {
         // An image id (or `sha256:` id) names a stored image.
-        Err(e) if e.rule == Rule::LooksLikeId => {
+        if e.rule == Rule::LooksLikeId {
             return match crate::store::images::find(paths, name, None)? {
                 Some(rec) => image_base(paths, name, rec),
                 None => bail!("image `{name}`: no image with this id in the store"),
             };
         }
-        Err(e) => bail!("{e}"),
-    };
+        bail!("{e}");
+    }
+    let candidates = super::pull::candidates(name)?;
     let platform = args.platform.as_deref().map(crate::image::manifest::Platform::parse).transpose()?;
     let found = match args.pull.as_str() {
         "always" => None,
-        "missing" | "never" => crate::store::images::find(paths, name, Some(&r))?,
+        "missing" | "never" => super::pull::find_stored(paths, &candidates)?,
         other => bail!("pull policy `{other}`: expected missing, always or never"),
     };
-    let rec = match found {
-        Some(rec) => rec,
-        None if args.pull == "never" => bail!("image `{r}`: not in the store and --pull=never"),
+    let (r, rec) = match found {
+        Some(found) => found,
+        None if args.pull == "never" => bail!("image `{name}`: not in the store and --pull=never"),
         None => {
             let opts = crate::image::pull::Options { platform, quiet: false };
-            super::pull::pull_image(paths, &r, &opts)?
+            super::pull::pull_first(paths, name, &candidates, &opts)?
         }
     };
     image_base(paths, &r.to_string(), rec)

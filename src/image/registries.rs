@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use super::reference::{ParseError, Reference};
+
 /// One place to pull from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -89,6 +91,31 @@ impl Config {
         } else {
             self.file.unqualified_search_registries.clone()
         }
+    }
+
+    /// The references a name typed by the user may stand for, in the order to try them: the
+    /// name itself when it names a registry (`quay.io/x`, `localhost:5000/x`), else the name in
+    /// each unqualified-search registry (`busybox` → `docker.io/library/busybox`, then e.g.
+    /// `quay.io/busybox`). Podman's "permissive" short-name mode: the first that resolves wins.
+    pub fn candidates(&self, input: &str) -> Result<Vec<Reference>, ParseError> {
+        let (r, explicit) = Reference::parse_with_short_name_flag(input)?;
+        if explicit {
+            return Ok(vec![r]);
+        }
+        let mut out: Vec<Reference> = Vec::new();
+        for reg in self.search_registries() {
+            // A search registry that does not make a valid reference (a typo in the config) is
+            // passed over: the others still apply.
+            if let Ok(c) = Reference::parse(&format!("{}/{input}", reg.trim_end_matches('/'))) {
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push(r);
+        }
+        Ok(out)
     }
 
     /// The `[[registry]]` whose prefix is the longest match for `name` (`host/repo`).
@@ -180,6 +207,25 @@ blocked = true
         assert!(c.endpoints("evil.example/x").unwrap_err().to_string().contains("blocked"));
         assert_eq!(c.search_registries(), vec!["quay.io", "docker.io"]);
         assert_eq!(Config::default().search_registries(), vec!["docker.io"]);
+    }
+
+    #[test]
+    fn short_names_expand_through_the_search_registries() {
+        let names = |c: &Config, input: &str| -> Vec<String> {
+            c.candidates(input).unwrap().iter().map(|r| r.to_string()).collect()
+        };
+        let c = Config::parse(CONF).unwrap();
+        assert_eq!(names(&c, "busybox"), ["quay.io/busybox:latest", "docker.io/library/busybox:latest"]);
+        assert_eq!(names(&c, "user/app:1"), ["quay.io/user/app:1", "docker.io/user/app:1"]);
+        // A name with a registry is never searched.
+        assert_eq!(names(&c, "docker.io/busybox"), ["docker.io/library/busybox:latest"]);
+        assert_eq!(names(&c, "localhost:5000/x"), ["localhost:5000/x:latest"]);
+        let pinned = format!("ghcr.io/o/r@sha256:{}", "ab".repeat(32));
+        assert_eq!(names(&c, &pinned), vec![pinned]);
+        assert_eq!(names(&Config::default(), "alpine"), ["docker.io/library/alpine:latest"]);
+        let local = Config::parse("unqualified-search-registries = [\"127.0.0.1:5000\", \"127.0.0.1:5000\"]").unwrap();
+        assert_eq!(names(&local, "test/busybox:v1"), ["127.0.0.1:5000/test/busybox:v1"]);
+        assert!(c.candidates("UPPER").is_err(), "a bad reference is an error, whatever the config");
     }
 
     #[test]
