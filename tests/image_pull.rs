@@ -150,3 +150,23 @@ fn bad_references_and_missing_images_fail_cleanly() {
     ctx.run_cmd_in_image(&["--rm", "--pull=never"], &format!("{reg}/test/busybox"), &["true"])
         .assert_error("--pull=never");
 }
+
+#[test]
+fn debian_minbase_runs_with_its_users_and_dynamic_binaries() {
+    let Some((ctx, reg)) = registry_ctx() else { return };
+    let image = format!("{reg}/test/debian");
+    rl(&ctx, &["pull", "-q", &image]).assert_ok();
+    let out = ctx.run_cmd_in_image(
+        &["--rm"],
+        &image,
+        &[
+            "sh",
+            "-c",
+            "cat /etc/debian_version; stat -c '%U:%G' /var/mail; dpkg-query -W -f '${Package}\\n' dpkg; id -un",
+        ],
+    );
+    out.assert_ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines.first().is_some_and(|v| v.starts_with("12")), "bookworm\n{out}");
+    assert_eq!(&lines[1..], ["root:mail", "dpkg", "root"], "file groups from the image, dpkg works\n{out}");
+}
