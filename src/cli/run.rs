@@ -363,9 +363,15 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
     .context("create signalfd")?;
     let stdin = if args.interactive && !args.tty { Stdio::inherit() } else { Stdio::null() };
     let how = Spawn { stdin, sealed: cfg.process.init, fds: Vec::new() };
+    // An image's layers stay put until the record that uses them exists.
+    let held = match cfg.image {
+        Some(_) => Some(crate::store::images::hold_layers(paths, &cfg.dirs.lower)?),
+        None => None,
+    };
     // The record and the runtime files are written while the id-map helpers run.
     let stage = Stage1::spawn(&cfg.idmap, Job::Run(Box::new(cfg.clone())), how, || {
         state::create(paths, cfg)?;
+        drop(held);
         prepare(cfg)
     })?;
     let running = parent::wait_started(stage)?;

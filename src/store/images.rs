@@ -175,6 +175,17 @@ pub fn manifest(paths: &Paths, id: &str) -> Result<Vec<u8>> {
     std::fs::read(&p).with_context(|| format!("read `{}`", p.display()))
 }
 
+/// Holds off `rmi` and `prune` (they take the images lock exclusively) while a container made
+/// from stored layers gets its record: once the record exists they see the layers in use.
+/// Errors if a layer went away before the lock was taken.
+pub fn hold_layers(paths: &Paths, layers: &[PathBuf]) -> Result<lock::Lock> {
+    let held = lock::shared(&paths.images_lock())?;
+    if let Some(gone) = layers.iter().find(|l| !l.is_dir()) {
+        bail!("layer `{}` was removed from the store meanwhile (rmi or prune); run again", gone.display());
+    }
+    Ok(held)
+}
+
 /// A blob a registry holds for one of an image's layers: a later push to another repository of
 /// that registry can mount it instead of uploading.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
-/// An exclusive lock held until dropped.
+/// A lock held until dropped.
 pub struct Lock {
     _guard: Flock<File>,
 }
@@ -27,6 +27,14 @@ fn open_lock_file(path: &Path) -> Result<File> {
 /// Takes the exclusive lock on `path`, creating the lock file if needed (waits for other holders).
 pub fn exclusive(path: &Path) -> Result<Lock> {
     let guard = Flock::lock(open_lock_file(path)?, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("lock `{}`", path.display()))?;
+    Ok(Lock { _guard: guard })
+}
+
+/// Takes a shared lock on `path` (waits while someone holds it exclusively).
+pub fn shared(path: &Path) -> Result<Lock> {
+    let guard = Flock::lock(open_lock_file(path)?, FlockArg::LockShared)
         .map_err(|(_, e)| e)
         .with_context(|| format!("lock `{}`", path.display()))?;
     Ok(Lock { _guard: guard })
