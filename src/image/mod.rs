@@ -9,6 +9,7 @@ pub mod layer_export;
 pub mod manifest;
 pub mod pull;
 pub mod push;
+pub mod read_ahead;
 pub mod reference;
 pub mod registries;
 pub mod registry;

@@ -371,11 +371,16 @@ pub fn unpack_all(job: &UnpackJob, fds: Vec<OwnedFd>) -> Vec<Result<String, Stri
 
 fn unpack_one(layer: &LayerJob, fd: OwnedFd, opts: &unpack::Options) -> Result<String> {
     let input = std::io::BufReader::with_capacity(256 << 10, File::from(fd));
-    let stream: Box<dyn Read> = match layer.compression {
-        Compression::None => Box::new(input),
+    let decoder: Box<dyn Read + Send> = match layer.compression {
+        Compression::None => return unpack_stream(layer, input, opts),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
         Compression::Zstd => Box::new(zstd::Decoder::with_buffer(input).context("start zstd")?),
     };
+    // Decompression on its own thread, overlapping with the unpack.
+    std::thread::scope(|s| unpack_stream(layer, super::read_ahead::spawn(s, decoder), opts))
+}
+
+fn unpack_stream(layer: &LayerJob, stream: impl Read, opts: &unpack::Options) -> Result<String> {
     let mut tar = Hashing::new(stream);
     let report = unpack::unpack(&mut tar, &layer.staging, opts)?;
     for w in &report.warnings {
