@@ -25,6 +25,11 @@ pub enum Problem {
     FuseDevice,
     /// `XDG_RUNTIME_DIR` is unset, typically after `su` or `sudo -u`.
     RuntimeDirUnset,
+    /// A registry's TLS certificate is not trusted (or a loopback registry speaks HTTPS and
+    /// has no certs.d directory).
+    RegistryCertUntrusted,
+    /// A registry wants a client certificate that rl lacks or that it refused.
+    RegistryClientCert,
 }
 
 impl Problem {
@@ -65,6 +70,16 @@ impl Problem {
             Problem::RuntimeDirUnset => {
                 "log in with a full session (`machinectl shell $USER@`) or `export XDG_RUNTIME_DIR=/run/user/$(id -u)`; \
                  see distro-notes/debian.md#xdg_runtime_dir-unset"
+            }
+            Problem::RegistryCertUntrusted => {
+                "put the CA that signed the registry's certificate in \
+                 `~/.config/containers/certs.d/HOST:PORT/ca.crt` (or the system CA store), or set \
+                 `insecure = true` for the registry in registries.conf; \
+                 see distro-notes/registries-tls.md#registry-certificate-not-trusted"
+            }
+            Problem::RegistryClientCert => {
+                "put the client certificate and its key in `~/.config/containers/certs.d/HOST:PORT/` \
+                 as `client.cert` and `client.key`; see distro-notes/registries-tls.md#registry-wants-a-client-certificate"
             }
         }
     }
@@ -196,6 +211,8 @@ mod tests {
             OverlayUnavailable,
             FuseDevice,
             RuntimeDirUnset,
+            RegistryCertUntrusted,
+            RegistryClientCert,
         ] {
             assert!(p.hint().contains("distro-notes/"), "{p:?}");
         }

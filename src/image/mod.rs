@@ -13,6 +13,7 @@ pub mod read_ahead;
 pub mod reference;
 pub mod registries;
 pub mod registry;
+pub mod tls;
 
 /// Runs `work` on each item with its fd, one scoped thread each (the stage-1 side of a pull or a
 /// push: every layer streams through its own pipe at once); each result is the value or the

@@ -1,5 +1,6 @@
 //! A client for one repository of a registry speaking the OCI distribution protocol: the `/v2/`
-//! API over HTTPS (plain HTTP for loopback and configured insecure registries, as Docker does),
+//! API over HTTPS with the system's CAs and the registry's certs.d directory (plain HTTP for
+//! loopback registries, unverified TLS or plain HTTP for insecure ones: see [`super::tls`]),
 //! with the `WWW-Authenticate` challenge answered by a Bearer token (anonymous or with
 //! credentials, scoped to the repository, reused until it expires) or Basic auth. Redirects for
 //! blobs are followed without the credential (ureq never sends `Authorization` across a
@@ -7,13 +8,15 @@
 //! in the `rl` parent, from the pull's download threads.
 
 use std::io::Read;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use ureq::http::Response;
 use ureq::Body;
+
+use super::tls::{self, Scheme, Transport};
 
 /// A user name and password (or token) for a registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +34,13 @@ const ATTEMPTS: u32 = 4;
 /// One repository on one registry.
 pub struct Client {
     agent: ureq::Agent,
-    base: String,
+    transport: Transport,
+    /// Why the TLS setup failed (a bad file in certs.d, an unreadable CA bundle): every request
+    /// fails with it. Kept here so `new` stays infallible for its callers.
+    setup_error: Option<String>,
+    api_host: String,
+    /// `scheme://api_host`, settled on first use (an insecure registry is probed for TLS).
+    base: OnceLock<String>,
     /// The registry as the user named it, for messages.
     pub registry: String,
     pub repository: String,
@@ -65,17 +74,29 @@ pub fn is_loopback(host: &str) -> bool {
 
 impl Client {
     /// A client for `repository` at `api_host` (`registry` is the name the user gave).
+    /// `insecure` is the registries.conf flag of the endpoint.
     pub fn new(registry: &str, api_host: &str, repository: &str, creds: Option<Credentials>, insecure: bool) -> Client {
+        let (transport, setup_error) = match tls::transport(registry, api_host, insecure) {
+            Ok(t) => (t, None),
+            Err(e) => {
+                let fallback =
+                    Transport { scheme: Scheme::Https, tls: Default::default(), certs_dir: None, client_cert: false };
+                (fallback, Some(format!("{e:#}")))
+            }
+        };
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .user_agent(concat!("rl/", env!("CARGO_PKG_VERSION")))
+            .tls_config(transport.tls.clone())
             .build();
-        let scheme = if insecure || is_loopback(api_host) { "http" } else { "https" };
         Client {
             agent: config.into(),
-            base: format!("{scheme}://{api_host}"),
+            transport,
+            setup_error,
+            api_host: api_host.to_string(),
+            base: OnceLock::new(),
             registry: registry.to_string(),
             repository: repository.to_string(),
             creds,
@@ -103,7 +124,7 @@ impl Client {
     /// GET `path` (under /v2/) with `headers`, answering an auth challenge once and retrying
     /// transient failures.
     fn get(&self, path: &str, headers: &[(&str, String)]) -> Result<Response<Body>> {
-        let url = format!("{}/v2/{path}", self.base);
+        let url = format!("{}/v2/{path}", self.base());
         self.call(&format!("GET /v2/{path}"), &|agent, auth| {
             let mut req = agent.get(&url);
             for (k, v) in headers {
@@ -120,6 +141,9 @@ impl Client {
     /// answering an auth challenge once and retrying transient failures; `what` names it in
     /// errors.
     pub(super) fn call(&self, what: &str, make: &MakeRequest<'_>) -> Result<Response<Body>> {
+        if let Some(e) = &self.setup_error {
+            bail!("registry `{}`: {e}", self.registry);
+        }
         let mut challenged = false;
         let mut attempt = 0;
         loop {
@@ -130,9 +154,12 @@ impl Client {
                     backoff(attempt);
                     continue;
                 }
-                Err(e) => return Err(anyhow!("registry `{}`: {what}: {e}", self.registry)),
+                Err(e) => return Err(self.failed(what, &e)),
             };
             let status = resp.status().as_u16();
+            if status == 400 && self.tls_expected() {
+                return Err(tls::https_expected(&self.registry, what));
+            }
             if status == 401 && !challenged {
                 challenged = true;
                 let challenge =
@@ -148,9 +175,31 @@ impl Client {
         }
     }
 
-    /// The API base URL (`https://host`).
+    /// The API base URL (`https://host`). For an insecure registry the first call finds out
+    /// whether it answers TLS.
     pub(super) fn base(&self) -> &str {
-        &self.base
+        self.base.get_or_init(|| {
+            let https = match self.transport.scheme {
+                Scheme::Https => true,
+                Scheme::Http => false,
+                Scheme::HttpsOrHttp => {
+                    self.setup_error.is_some() || tls::answers_https(Some(&self.agent), &self.api_host)
+                }
+            };
+            format!("{}://{}", if https { "https" } else { "http" }, self.api_host)
+        })
+    }
+
+    /// The error for a request that failed with `e`, explained when TLS was the cause.
+    fn failed(&self, what: &str, e: &ureq::Error) -> anyhow::Error {
+        tls::explain(&self.registry, &self.transport, what, e)
+            .unwrap_or_else(|| anyhow!("registry `{}`: {what}: {e}", self.registry))
+    }
+
+    /// Whether a `400` to plain HTTP came from a registry that wanted TLS: a loopback registry
+    /// spoken to in plain HTTP only because it has no certs.d directory, which answers HTTPS.
+    fn tls_expected(&self) -> bool {
+        self.transport.scheme == Scheme::Http && tls::answers_https(None, &self.api_host)
     }
 
     /// Answers a `WWW-Authenticate` challenge: fetch a Bearer token, or switch to Basic.
