@@ -66,7 +66,9 @@ pub fn login(args: LoginArgs) -> Result<i32> {
     }
     let api_host = if registry == "docker.io" { "registry-1.docker.io" } else { registry.as_str() };
     let creds = Credentials { username, password };
-    Client::new(&registry, api_host, "", Some(creds.clone()), false)
+    // The registry's own registries.conf entry (mirrors are for pulls) may make it insecure.
+    let insecure = crate::image::registries::Config::load()?.endpoints(&registry)?.last().is_some_and(|e| e.insecure);
+    Client::new(&registry, api_host, "", Some(creds.clone()), insecure)
         .ping()
         .with_context(|| format!("login `{registry}`"))?;
     let file = auth::store(&registry, &creds)?;

@@ -1,7 +1,8 @@
 //! Which registry serves a name: the per-user `registries.conf` (TOML, the containers-registries
 //! v2 format Podman reads) from `$XDG_CONFIG_HOME/rl/`, else `~/.config/containers/`, else
 //! `/etc/containers/`. It gives mirrors (how CI runners avoid Docker Hub's rate limits: a pull of
-//! `docker.io/…` tries each mirror first), registries reached over plain HTTP (`insecure`), and
+//! `docker.io/…` tries each mirror first), registries whose certificate is not checked (`insecure`: HTTPS
+//! without verification, else plain HTTP, as Podman reads it), and
 //! rewritten locations. Read by the pull in the `rl` parent.
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use super::reference::{ParseError, Reference};
 pub struct Endpoint {
     /// `host[:port][/path]` replacing the matched prefix.
     pub location: String,
+    /// TLS without certificate checks, falling back to plain HTTP.
     pub insecure: bool,
 }
 
