@@ -1,9 +1,9 @@
 //! Which registry serves a name: the per-user `registries.conf` (TOML, the containers-registries
 //! v2 format Podman reads) from `$XDG_CONFIG_HOME/rl/`, else `~/.config/containers/`, else
 //! `/etc/containers/`. It gives mirrors (how CI runners avoid Docker Hub's rate limits: a pull of
-//! `docker.io/…` tries each mirror first), registries whose certificate is not checked (`insecure`: HTTPS
-//! without verification, else plain HTTP, as Podman reads it), and
-//! rewritten locations. Read by the pull in the `rl` parent.
+//! `docker.io/…` tries each mirror first), registries whose certificate is not checked
+//! (`insecure`: HTTPS without verification, else plain HTTP, as Podman reads it), rewritten
+//! locations and the search registries of short names. Read in the `rl` parent.
 
 use std::path::PathBuf;
 
