@@ -1,6 +1,6 @@
 //! `rl image …`: the image verbs as one group, as Docker and Podman have it — `ls` (= `rl
-//! images`), `rm` (= `rl rmi`), `tag`, `history`, `pull`, `push`, and here `inspect` (Docker's
-//! JSON) and `prune`. Also how every image verb reads its IMAGE argument: a name, parsed and
+//! images`), `rm` (= `rl rmi`), `tag`, `history`, `pull`, `push`, `save`, `load`, and here
+//! `inspect` (Docker's JSON) and `prune`. Also how every image verb reads its IMAGE argument: a name, parsed and
 //! normalized like `rl pull`'s, else an id or id prefix.
 
 use std::collections::BTreeSet;
@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
 use super::rmi::{Event, Remover};
-use super::{history, images, pull, push, rmi, system, tag};
+use super::{history, images, load, pull, push, rmi, save, system, tag};
 use crate::hint;
 use crate::image::reference::{Reference, Rule};
 use crate::store::images::{self as store, is_canonical, repo_of, ImageRecord};
@@ -44,6 +44,10 @@ pub enum ImageCommand {
     Pull(pull::PullArgs),
     /// Push an image to a registry.
     Push(push::PushArgs),
+    /// Write images to an archive (docker-archive or oci-archive).
+    Save(save::SaveArgs),
+    /// Load images from an archive (docker-archive or oci-archive).
+    Load(load::LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +78,8 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: ImageArgs) -> 
         ImageCommand::History(a) => history::run(root, runroot, a),
         ImageCommand::Pull(a) => pull::run(root, runroot, a),
         ImageCommand::Push(a) => push::run(root, runroot, a),
+        ImageCommand::Save(a) => save::run(root, runroot, a),
+        ImageCommand::Load(a) => load::run(root, runroot, a),
     }
 }
 

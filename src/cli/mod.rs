@@ -6,11 +6,13 @@ pub mod format;
 pub mod history;
 pub mod image;
 pub mod images;
+pub mod load;
 pub mod login;
 pub mod pull;
 pub mod push;
 pub mod rmi;
 pub mod run;
+pub mod save;
 pub mod system;
 pub mod tag;
 
@@ -50,7 +52,11 @@ pub enum Command {
     Tag(tag::TagArgs),
     /// Show how an image was built, newest layer first.
     History(history::HistoryArgs),
-    /// Manage images (ls, rm, inspect, prune, tag, history, pull, push).
+    /// Write images to an archive (docker-archive or oci-archive).
+    Save(save::SaveArgs),
+    /// Load images from an archive (docker-archive or oci-archive).
+    Load(load::LoadArgs),
+    /// Manage images (ls, rm, inspect, prune, tag, history, pull, push, save, load).
     Image(image::ImageArgs),
     /// Manage rl (df: disk usage).
     System(system::SystemArgs),
@@ -83,6 +89,8 @@ pub fn main() -> i32 {
         Command::Rmi(args) => rmi::run(cli.root, cli.runroot, args),
         Command::Tag(args) => tag::run(cli.root, cli.runroot, args),
         Command::History(args) => history::run(cli.root, cli.runroot, args),
+        Command::Save(args) => save::run(cli.root, cli.runroot, args),
+        Command::Load(args) => load::run(cli.root, cli.runroot, args),
         Command::Image(args) => image::run(cli.root, cli.runroot, args),
         Command::System(args) => system::run(cli.root, cli.runroot, args),
         Command::Login(args) => login::login(args),

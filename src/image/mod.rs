@@ -1,8 +1,12 @@
 //! Images: references ([`reference`]), the distribution protocol ([`registry`]), manifests and
-//! platforms ([`manifest`]), digests ([`digest`]) and the pull that ties them to the store
-//! ([`pull`]). Runs in the `rl` parent, except the unpacking half of [`pull`], which stage 1 runs
-//! inside the user namespace.
+//! platforms ([`manifest`]), digests ([`digest`]), the pull that ties them to the store
+//! ([`pull`]), push, and image archives ([`archive`]: `rl save`, `rl load`). Runs in the `rl`
+//! parent, except the unpacking and exporting halves, which stage 1 runs inside the user
+//! namespace.
 
+pub mod archive;
+pub mod archive_load;
+pub mod archive_save;
 pub mod auth;
 pub mod digest;
 pub mod layer_export;

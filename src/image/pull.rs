@@ -140,6 +140,61 @@ fn fetch_layers(
     plan: &MapPlan,
     quiet: bool,
 ) -> Result<()> {
+    let layers = missing
+        .iter()
+        .map(|(desc, diff_id)| {
+            Ok(Incoming {
+                diff_id: diff_id.clone(),
+                compression: Compression::of_media_type(desc.media_type().as_ref())?,
+                what: desc.digest().to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let progress = Progress::new(missing, quiet);
+    unpack_layers(paths, plan, &layers, |writers| {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = missing
+                .iter()
+                .zip(writers)
+                .enumerate()
+                .map(|(i, ((desc, _), w))| {
+                    let progress = &progress;
+                    s.spawn(move || {
+                        let r = download(client, desc, w, &|n| progress.advance(i, n));
+                        progress.finish(i, r.is_ok());
+                        r
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a download thread panicked"))))
+                .collect()
+        })
+    })
+}
+
+/// A layer on its way into the store: the stream fed to stage 1 must hash to `diff_id` once
+/// decompressed.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub diff_id: String,
+    pub compression: Compression,
+    /// How errors name it: the blob digest, or the archive member.
+    pub what: String,
+}
+
+/// Unpacks `layers` into the store, all or nothing: `feed` gets one pipe per layer (in order) to
+/// write its blob into, and returns each stream's own verdict (digest, size, transport). One
+/// stage-1 process unpacks every pipe at once into staging directories; only when every feed
+/// and every diff id is good are they all renamed into `layers/`, else stage 1 removes them.
+/// Used by `rl pull` (downloads) and `rl load` (archive members).
+pub fn unpack_layers(
+    paths: &Paths,
+    plan: &MapPlan,
+    layers: &[Incoming],
+    feed: impl FnOnce(Vec<OwnedFd>) -> Vec<Result<()>>,
+) -> Result<()> {
     let mut jobs = Vec::new();
     let mut readers = Vec::new();
     let mut writers = Vec::new();
@@ -147,14 +202,13 @@ fn fetch_layers(
     // not locked by a live pull is removed by this pull's stage 1.
     let stale = stale_staging(paths)?;
     let mut held = Vec::new();
-    for (desc, _) in missing {
+    for layer in layers {
         // Locked before it exists, so another pull never takes it for a dead one's.
         let id = crate::state::new_id()?;
         let staging = paths.staging().join(format!("layer-{}", &id[..16]));
         held.push(lock::exclusive(&lock_path(&staging))?);
         std::fs::create_dir(&staging).with_context(|| format!("create `{}`", staging.display()))?;
-        let compression = Compression::of_media_type(desc.media_type().as_ref())?;
-        jobs.push(LayerJob { staging, compression });
+        jobs.push(LayerJob { staging, compression: layer.compression });
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create a layer pipe")?;
         readers.push(r);
         writers.push(w);
@@ -164,33 +218,17 @@ fn fetch_layers(
     let how = Spawn { stdin: Stdio::null(), sealed: false, fds: readers };
     let stage = Stage1::spawn(plan, Job::Unpack(job), how, || Ok(()))?;
 
-    let progress = Progress::new(missing, quiet);
-    let downloads: Vec<Result<()>> = std::thread::scope(|s| {
-        let handles: Vec<_> = missing
-            .iter()
-            .zip(writers)
-            .enumerate()
-            .map(|(i, ((desc, _), w))| {
-                let progress = &progress;
-                s.spawn(move || {
-                    let r = download(client, desc, w, &|n| progress.advance(i, n));
-                    progress.finish(i, r.is_ok());
-                    r
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a download thread panicked")))).collect()
-    });
+    let fed = feed(writers);
     let unpacked = match stage.expect_msg()? {
         Msg::Unpacked { results } => results,
         other => return Err(stage.fail(other)),
     };
-    // The download's own failure (digest, size, HTTP) comes first; otherwise the unpacker's.
+    // The feed's own failure (digest, size, HTTP) comes first; otherwise the unpacker's.
     let mut failure = None;
-    for ((dl, un), (desc, diff_id)) in downloads.into_iter().zip(&unpacked).zip(missing) {
-        let outcome = dl.and_then(|()| un.clone().map_err(|e| anyhow!(e))).and_then(|got| {
-            if &got != diff_id {
-                bail!("layer `{}`: its content is {got}, but the image config says {diff_id}", desc.digest());
+    for ((fd, un), layer) in fed.into_iter().zip(&unpacked).zip(layers) {
+        let outcome = fd.and_then(|()| un.clone().map_err(|e| anyhow!(e))).and_then(|got| {
+            if got != layer.diff_id {
+                bail!("layer `{}`: its content is {got}, but the image config says {}", layer.what, layer.diff_id);
             }
             Ok(())
         });
@@ -200,9 +238,9 @@ fn fetch_layers(
     }
     // All or nothing: the store gains the image's layers only when every one is good.
     let mut leftovers: Vec<PathBuf> = stale.iter().map(|(d, _)| d.clone()).collect();
-    for ((_, diff_id), dir) in missing.iter().zip(&staging) {
+    for (layer, dir) in layers.iter().zip(&staging) {
         let kept = failure.is_none() && {
-            let dest = paths.layer_dir(diff_id)?;
+            let dest = paths.layer_dir(&layer.diff_id)?;
             // A concurrent pull may have stored the same layer first: keep theirs.
             std::fs::rename(dir, &dest).is_ok()
         };
