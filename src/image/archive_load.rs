@@ -141,7 +141,7 @@ fn load_in(paths: &Paths, plan: &MapPlan, input: &Input, work: &Path) -> Result<
             platform: p.platform,
             pulled_ns: crate::state::now_ns(),
         };
-        images::save(paths, &record, &manifest, &p.config, &p.names)?;
+        images::save(paths, &record, &manifest, &p.config, &p.names, false)?;
         loaded.push(Loaded { id: record.id, names: p.names });
     }
     Ok(loaded)

@@ -124,7 +124,7 @@ fn pull_from(paths: &Paths, r: &Reference, client: &Client, plan: &MapPlan, opts
         platform: format!("{}/{}", config.os(), config.architecture()),
         pulled_ns: crate::state::now_ns(),
     };
-    images::save(paths, &record, &bytes, &config_bytes, &[r.to_string()])?;
+    images::save(paths, &record, &bytes, &config_bytes, &[r.to_string()], true)?;
     Ok(record)
 }
 
@@ -274,13 +274,17 @@ fn lock_path(staging: &std::path::Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Staging dirs of pulls that died (their lock is free), locked now by us until removed.
+/// Staging dirs of pulls that died (their lock is free), and of other verbs (`push-`, `rmi-`,
+/// `load-`, …) whose process is gone, locked now by us until removed.
 fn stale_staging(paths: &Paths) -> Result<Vec<(PathBuf, lock::Lock)>> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir(paths.staging()) else { return Ok(out) };
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("layer-") || name.ends_with(".lock") || !e.path().is_dir() {
+        if name.ends_with(".lock") || !e.path().is_dir() {
+            continue;
+        }
+        if !name.starts_with("layer-") && !images::owner_gone(&name) {
             continue;
         }
         if let Some(l) = lock::try_exclusive(&lock_path(&e.path()))? {

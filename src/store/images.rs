@@ -80,7 +80,16 @@ fn read_tags(paths: &Paths) -> Result<BTreeMap<String, String>> {
 /// points `names` at it. All under the images lock: `rmi` and `prune` take records and layers
 /// away under it, so a layer this pull found in the store may have gone since — that fails
 /// here instead of leaving an image without its layer.
-pub fn save(paths: &Paths, record: &ImageRecord, manifest: &[u8], config: &[u8], names: &[String]) -> Result<()> {
+/// `pulled`: the names are repositories of a registry that holds the image by `record.digest`
+/// (a pull); an image loaded from an archive has no such repository.
+pub fn save(
+    paths: &Paths,
+    record: &ImageRecord,
+    manifest: &[u8],
+    config: &[u8],
+    names: &[String],
+    pulled: bool,
+) -> Result<()> {
     let what = names.first().unwrap_or(&record.id);
     let _lock = lock::exclusive(&paths.images_lock())?;
     for d in &record.layers {
@@ -103,9 +112,11 @@ pub fn save(paths: &Paths, record: &ImageRecord, manifest: &[u8], config: &[u8],
         }
         staged?;
     }
-    let mut pulled = pulled_from(paths, &record.id)?.unwrap_or_default();
-    if names.iter().any(|n| pulled.insert(repo_of(n).to_string())) {
-        let json = serde_json::to_vec_pretty(&pulled).context("encode repositories")?;
+    let known = pulled_from(paths, &record.id)?;
+    let mut repos = known.clone().unwrap_or_default();
+    let added = pulled && names.iter().any(|n| repos.insert(repo_of(n).to_string()));
+    if added || known.is_none() {
+        let json = serde_json::to_vec_pretty(&repos).context("encode repositories")?;
         lock::write_atomic(&dir.join(PULLED_FROM), &json)?;
     }
     let mut tags = read_tags(paths)?;
@@ -147,13 +158,34 @@ fn write_tags(paths: &Paths, tags: &BTreeMap<String, String>) -> Result<()> {
     lock::write_atomic(&paths.tags_file(), &serde_json::to_vec_pretty(tags).context("encode tags")?)
 }
 
-/// A fresh private directory under `parent`.
+/// A fresh private directory under `parent`, named after this process
+/// (`PREFIX-PID.START-RANDOM`, START its start time) so that a later pull can tell one whose
+/// process died ([`owner_gone`]) and remove it.
 pub fn tempdir_in(parent: &Path, prefix: &str) -> Result<PathBuf> {
     super::layout::private_dir(parent)?;
     let id = crate::state::new_id()?;
-    let dir = parent.join(format!("{prefix}-{}", &id[..16]));
+    let pid = std::process::id();
+    let start = start_time(pid).unwrap_or(0);
+    let dir = parent.join(format!("{prefix}-{pid}.{start}-{}", &id[..12]));
     std::fs::create_dir(&dir).with_context(|| format!("create `{}`", dir.display()))?;
     Ok(dir)
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its closing one.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether the process that made staging dir `name` with [`tempdir_in`] has gone (exited, or
+/// its pid now belongs to a younger process). False for names of another shape.
+pub fn owner_gone(name: &str) -> bool {
+    let Some(owner) = name.split('-').nth(1) else { return false };
+    let Some((pid, start)) = owner.split_once('.') else { return false };
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else { return false };
+    start_time(pid) != Some(start)
 }
 
 /// Loads an image record by id.
@@ -487,8 +519,8 @@ mod tests {
             pulled_ns: 1,
         };
         let name = "docker.io/library/x:latest".to_string();
-        save(&paths, &rec, b"manifest", b"config", std::slice::from_ref(&name)).unwrap();
-        save(&paths, &rec, b"manifest", b"config", &[]).unwrap();
+        save(&paths, &rec, b"manifest", b"config", std::slice::from_ref(&name), true).unwrap();
+        save(&paths, &rec, b"manifest", b"config", &[], true).unwrap();
         let r = crate::image::reference::Reference::parse("x").unwrap();
         assert_eq!(find(&paths, "x", Some(&r)).unwrap().unwrap(), rec);
         let by_digest = r.with_digest(&rec.digest);
@@ -501,6 +533,23 @@ mod tests {
         assert_eq!(config(&paths, &id).unwrap(), b"config");
         assert_eq!(pulled_from(&paths, &id).unwrap(), Some(BTreeSet::from(["docker.io/library/x".to_string()])));
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn staging_dirs_name_their_process() {
+        let tmp = std::env::temp_dir().join(format!("rl-owner-{}", std::process::id()));
+        let dir = tempdir_in(&tmp, "push").unwrap();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!owner_gone(&name), "this process is alive: {name}");
+        // A pid above the kernel's maximum never exists; a live pid with another start time is
+        // a recycled one.
+        assert!(owner_gone("push-4194304.5-abc"), "no such pid");
+        let me = std::process::id();
+        assert!(owner_gone(&format!("push-{me}.1-abc")), "a recycled pid");
+        for odd in ["layer-0123456789abcdef", "push", "push-x.y-z", "push-12-z"] {
+            assert!(!owner_gone(odd), "{odd}");
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]
@@ -521,13 +570,16 @@ mod tests {
         let a = rec(b"a", &[&shared, &own, &pinned, &own]);
         let b = rec(b"b", &[&shared]);
         let missing = rec(b"c", &[&sha256(b"nowhere")]);
-        assert!(save(&paths, &missing, b"m", b"c", &[]).unwrap_err().to_string().contains("removed from the store"));
+        assert!(save(&paths, &missing, b"m", b"c", &[], true)
+            .unwrap_err()
+            .to_string()
+            .contains("removed from the store"));
         for l in [&shared, &own, &pinned] {
             std::fs::create_dir_all(paths.layer_dir(l).unwrap().join("etc")).unwrap();
             std::fs::write(paths.layer_dir(l).unwrap().join("etc/f"), b"12345").unwrap();
         }
-        save(&paths, &a, b"m", b"a", &["r/a:1".into(), "r/a:2".into()]).unwrap();
-        save(&paths, &b, b"m", b"b", &["r/b:1".into()]).unwrap();
+        save(&paths, &a, b"m", b"a", &["r/a:1".into(), "r/a:2".into()], true).unwrap();
+        save(&paths, &b, b"m", b"b", &["r/b:1".into()], true).unwrap();
         let mut store = lock(&paths).unwrap();
         let in_use = BTreeSet::from([paths.layer_dir(&pinned).unwrap()]);
         let removed = store.remove(&a, &in_use).unwrap();
