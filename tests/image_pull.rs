@@ -86,7 +86,10 @@ fn layered_image_honours_whiteouts_opaque_dirs_and_config() {
     assert!(lines.contains(&"gone-absent") && lines.contains(&"dir-absent"), "{out}");
     assert!(lines.contains(&"0 4755"), "the setuid bit is kept\n{out}");
     assert!(lines.contains(&"0 644"), "/etc/highuid (uid 70000) is remapped to root\n{out}");
-    assert!(out.stderr.contains("outside your subordinate range"), "the remap is reported\n{out}");
+    assert!(
+        out.stderr.lines().any(|l| l.contains("outside your subordinate range") && l.contains(&image)),
+        "the remap is reported, naming the image\n{out}"
+    );
 }
 
 #[test]

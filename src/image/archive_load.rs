@@ -84,6 +84,7 @@ pub fn load(paths: &Paths, plan: &MapPlan, input: &Input) -> Result<Vec<Loaded>>
 }
 
 fn load_in(paths: &Paths, plan: &MapPlan, input: &Input, work: &Path) -> Result<Vec<Loaded>> {
+    let label = format!("archive {}", input.label());
     let file = open_tar(input, work)?;
     let members = Members::index(&file)?;
     let mut sources = Vec::new();
@@ -117,6 +118,7 @@ fn load_in(paths: &Paths, plan: &MapPlan, input: &Input, work: &Path) -> Result<
                 diff_id: sources[i].diff_id.clone(),
                 compression: sources[i].compression,
                 what: sources[i].member.clone(),
+                image: label.clone(),
             })
             .collect();
         let mut fed: Vec<Option<String>> = vec![None; missing.len()];

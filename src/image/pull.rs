@@ -33,6 +33,8 @@ use crate::userns::MapPlan;
 pub struct LayerJob {
     pub staging: PathBuf,
     pub compression: Compression,
+    /// The image it is for, as warnings name it.
+    pub image: String,
 }
 
 /// The unpack job: layers in the order of the fds sent with it.
@@ -114,7 +116,7 @@ fn pull_from(paths: &Paths, r: &Reference, client: &Client, plan: &MapPlan, opts
         eprintln!("pulling {r}: {} layer(s), {} to fetch", diff_ids.len(), missing.len());
     }
     if !missing.is_empty() {
-        fetch_layers(paths, client, &missing, plan, opts.quiet)?;
+        fetch_layers(paths, client, &r.to_string(), &missing, plan, opts.quiet)?;
     }
     let record = ImageRecord {
         id: digest::sha256(&config_bytes),
@@ -136,6 +138,7 @@ fn max_inside(maps: &[crate::userns::IdMapping]) -> u32 {
 fn fetch_layers(
     paths: &Paths,
     client: &Client,
+    image: &str,
     missing: &[(Descriptor, String)],
     plan: &MapPlan,
     quiet: bool,
@@ -147,6 +150,7 @@ fn fetch_layers(
                 diff_id: diff_id.clone(),
                 compression: Compression::of_media_type(desc.media_type().as_ref())?,
                 what: desc.digest().to_string(),
+                image: image.to_string(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -182,6 +186,8 @@ pub struct Incoming {
     pub compression: Compression,
     /// How errors name it: the blob digest, or the archive member.
     pub what: String,
+    /// The image (or archive) it is for, as warnings name it.
+    pub image: String,
 }
 
 /// Unpacks `layers` into the store, all or nothing: `feed` gets one pipe per layer (in order) to
@@ -208,7 +214,7 @@ pub fn unpack_layers(
         let staging = paths.staging().join(format!("layer-{}", &id[..16]));
         held.push(lock::exclusive(&lock_path(&staging))?);
         std::fs::create_dir(&staging).with_context(|| format!("create `{}`", staging.display()))?;
-        jobs.push(LayerJob { staging, compression: layer.compression });
+        jobs.push(LayerJob { staging, compression: layer.compression, image: layer.image.clone() });
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create a layer pipe")?;
         readers.push(r);
         writers.push(w);
@@ -425,15 +431,16 @@ fn unpack_one(layer: &LayerJob, fd: OwnedFd, opts: &unpack::Options) -> Result<S
 fn unpack_stream(layer: &LayerJob, stream: impl Read, opts: &unpack::Options) -> Result<String> {
     let mut tar = Hashing::new(stream);
     let report = unpack::unpack(&mut tar, &layer.staging, opts)?;
+    let image = &layer.image;
     for w in &report.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: image `{image}`: {w}");
     }
     for d in &report.skipped_devices {
-        eprintln!("warning: device node `{d}` skipped (a user namespace cannot create devices)");
+        eprintln!("warning: image `{image}`: device node `{d}` skipped (a user namespace cannot create devices)");
     }
     if report.remapped_owners > 0 {
         eprintln!(
-            "warning: {} file(s) owned by ids outside your subordinate range now belong to root",
+            "warning: image `{image}`: {} file(s) owned by ids outside your subordinate range now belong to root",
             report.remapped_owners
         );
     }
