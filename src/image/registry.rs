@@ -211,14 +211,21 @@ impl Client {
                     anyhow!("registry `{}`: Bearer challenge without a realm: `{challenge}`", self.registry)
                 })?;
                 let service = params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone());
+                let own =
+                    (!self.repository.is_empty()).then(|| format!("repository:{}:{}", self.repository, self.actions));
+                let challenged = params.iter().find(|(k, _)| k == "scope").map(|(_, v)| v.as_str());
                 let mut req = self.agent.get(&realm);
-                if !self.repository.is_empty() {
-                    req = req.query("scope", format!("repository:{}:{}", self.repository, self.actions));
+                for scope in token_scopes(own, challenged) {
+                    req = req.query("scope", scope);
                 }
                 if let Some(s) = &service {
                     req = req.query("service", s);
                 }
                 if let Some(c) = &self.creds {
+                    // Docker's client names the account too; token servers may key on it.
+                    if !c.username.is_empty() {
+                        req = req.query("account", &c.username);
+                    }
                     req = req.header("Authorization", basic_header(c));
                 }
                 let resp =
@@ -378,6 +385,32 @@ fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_millis(200 << attempt.min(5)));
 }
 
+/// The scopes to ask a token server for: the client's own (`repository:REPO:ACTIONS`) and
+/// whatever else the challenge's `scope` names (space-separated: a cross-repository mount needs
+/// `pull` on its source too, and the registry says so), each resource once with the union of
+/// its actions. Actions come after the last colon: a resource name may hold a port's colon.
+fn token_scopes(own: Option<String>, challenged: Option<&str>) -> Vec<String> {
+    let mut merged: Vec<(String, Vec<String>)> = Vec::new();
+    let challenged = challenged.unwrap_or("").split_whitespace().map(str::to_string);
+    for scope in own.into_iter().chain(challenged) {
+        let Some((resource, actions)) = scope.rsplit_once(':').filter(|(r, _)| r.contains(':')) else {
+            continue;
+        };
+        let actions = actions.split(',').filter(|a| !a.is_empty()).map(str::to_string);
+        match merged.iter_mut().find(|(r, _)| r == resource) {
+            Some((_, have)) => {
+                for a in actions {
+                    if !have.contains(&a) {
+                        have.push(a);
+                    }
+                }
+            }
+            None => merged.push((resource.to_string(), actions.collect())),
+        }
+    }
+    merged.into_iter().map(|(r, a)| format!("{r}:{}", a.join(","))).collect()
+}
+
 /// Splits `Bearer realm="…",service="…"` into its scheme and parameters.
 pub fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
     let header = header.trim();
@@ -436,6 +469,31 @@ mod tests {
         assert_eq!((s.as_str(), p[0].1.as_str()), ("Basic", "Registry Realm"));
         let (_, p) = parse_challenge("Bearer realm=http://x/token, service=svc");
         assert_eq!(p[1], ("service".into(), "svc".into()));
+    }
+
+    #[test]
+    fn token_scopes_add_what_the_challenge_names() {
+        let own = || Some("repository:alice/two:pull,push".to_string());
+        let cases: &[(Option<String>, Option<&str>, &[&str])] = &[
+            (own(), None, &["repository:alice/two:pull,push"]),
+            // A manifest GET's challenge asks for less than the client's own scope.
+            (own(), Some("repository:alice/two:pull"), &["repository:alice/two:pull,push"]),
+            // A cross-repository mount: the destination and the source.
+            (
+                own(),
+                Some("repository:alice/two:pull,push repository:alice/one:pull"),
+                &["repository:alice/two:pull,push", "repository:alice/one:pull"],
+            ),
+            (own(), Some("repository:alice/two:delete"), &["repository:alice/two:pull,push,delete"]),
+            // `rl login` pings `/v2/`, whose challenge has no scope.
+            (None, None, &[]),
+            (None, Some("registry:catalog:*"), &["registry:catalog:*"]),
+            (None, Some("repository:localhost:5000/x:pull"), &["repository:localhost:5000/x:pull"]),
+            (None, Some("garbage  repository:x"), &[]),
+        ];
+        for (own, challenged, want) in cases {
+            assert_eq!(token_scopes(own.clone(), *challenged), *want, "{own:?} {challenged:?}");
+        }
     }
 
     #[test]

@@ -15,11 +15,14 @@
 mod own_registry;
 mod procs;
 mod running;
+mod token_server;
 
 #[allow(unused_imports)] // only the tests that start their own registry use it
 pub use own_registry::*;
 pub use procs::*;
 pub use running::*;
+#[allow(unused_imports)] // only the token auth tests use it
+pub use token_server::*;
 
 use std::env;
 use std::fs;
