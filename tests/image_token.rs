@@ -249,7 +249,6 @@ fn a_realm_with_its_own_query_and_an_access_token_only_answer_work() {
 /// A blob the user may no longer read where it was pushed before cannot be mounted from there:
 /// the push must upload it instead of failing.
 #[test]
-#[ignore = "rl push fails: mount_blob (src/image/push.rs) treats a refused mount (401) as fatal"]
 fn a_mount_the_token_does_not_cover_falls_back_to_an_upload() {
     let Some(ctx) = Ctx::with_subids() else { return };
     let Some(reg) = TokenRegistry::start(&ctx, "") else { return };

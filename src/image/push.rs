@@ -61,7 +61,7 @@ impl Client {
     }
 
     /// Links blob `digest` from repository `from` of the same registry; false when the registry
-    /// would not (it then opened an ordinary upload, which is cancelled).
+    /// would not (it then opened an ordinary upload instead, which it purges in time).
     pub fn mount_blob(&self, digest: &str, from: &str) -> Result<bool> {
         let url = format!("{}/v2/{}/blobs/uploads/", self.base(), self.repository);
         let resp = self.call(&format!("mount blob `{digest}` from `{from}`"), &|agent, auth| {
@@ -71,24 +71,9 @@ impl Client {
             }
             req.send_empty()
         })?;
-        match resp.status().as_u16() {
-            201 => Ok(true),
-            202 => {
-                if let Ok(location) = self.location(&resp, digest) {
-                    let _ = self.call("cancel upload", &|agent, auth| {
-                        let mut req = agent.delete(&location);
-                        if let Some(a) = auth {
-                            req = req.header("Authorization", a);
-                        }
-                        req.call()
-                    });
-                }
-                Ok(false)
-            }
-            401 | 403 => bail!(self.unauthorized(resp.status().as_u16())),
-            // Some registries answer a mount they do not support with an error: upload instead.
-            _ => Ok(false),
-        }
+        // 201: mounted. Anything else — 202 (an upload opened instead), 401/403 (no access to
+        // `from`, say a revoked grant), an error from a registry without mounts — means upload.
+        Ok(resp.status().as_u16() == 201)
     }
 
     /// The absolute upload URL in a response's `Location`.
