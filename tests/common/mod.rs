@@ -12,11 +12,14 @@
 //! everything rl printed.
 #![allow(dead_code)]
 
+mod fault_proxy;
 mod own_registry;
 mod procs;
 mod running;
 mod token_server;
 
+#[allow(unused_imports)] // only the tests of a misbehaving registry use it
+pub use fault_proxy::*;
 #[allow(unused_imports)] // only the tests that start their own registry use it
 pub use own_registry::*;
 pub use procs::*;
