@@ -334,7 +334,20 @@ fn download(client: &Client, desc: &Descriptor, w: OwnedFd, advance: &(dyn Fn(u6
                 let at = hashed.count();
                 *hashed.get_mut() = Box::new(client.blob(&digest, at).with_context(|| format!("resume after: {e}"))?);
             }
-            Err(e) => return Err(e).with_context(|| format!("layer `{digest}`: download")),
+            Err(e) if resumes > 0 => {
+                let at = hashed.count();
+                return Err(e).with_context(|| {
+                    format!(
+                        "layer `{digest}`: download from registry `{}`: the connection broke {} times, last at byte {at}",
+                        client.registry,
+                        resumes + 1
+                    )
+                });
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("layer `{digest}`: download from registry `{}`", client.registry))
+            }
         }
     }
     let (got, size) = hashed.finish();

@@ -127,8 +127,11 @@ impl Client {
         match resp.status().as_u16() {
             201 | 204 => Ok(()),
             s => {
-                let body = resp.into_body().with_config().limit(4096).read_to_string().unwrap_or_default();
-                bail!("registry `{}`: upload of `{digest}`: HTTP {s} {}", self.registry, body.trim())
+                bail!(
+                    "registry `{}`: upload of `{digest}`: HTTP {s}{}",
+                    self.registry,
+                    super::registry::error_detail(resp)
+                )
             }
         }
     }
@@ -165,8 +168,11 @@ impl Client {
                 416 => offset = self.upload_offset(digest, &url)?,
                 401 | 403 => bail!(self.unauthorized(resp.status().as_u16())),
                 s => {
-                    let body = resp.into_body().with_config().limit(4096).read_to_string().unwrap_or_default();
-                    bail!("registry `{}`: upload of `{digest}` bytes {range}: HTTP {s} {}", self.registry, body.trim())
+                    bail!(
+                        "registry `{}`: upload of `{digest}` bytes {range}: HTTP {s}{}",
+                        self.registry,
+                        super::registry::error_detail(resp)
+                    )
                 }
             }
         }
@@ -207,8 +213,11 @@ impl Client {
             200 | 201 | 202 | 204 => Ok(digest::sha256(bytes)),
             401 | 403 => bail!(self.unauthorized(resp.status().as_u16())),
             s => {
-                let body = resp.into_body().with_config().limit(4096).read_to_string().unwrap_or_default();
-                bail!("registry `{}`: PUT manifest `{reference}`: HTTP {s} {}", self.registry, body.trim())
+                bail!(
+                    "registry `{}`: PUT manifest `{reference}`: HTTP {s}{}",
+                    self.registry,
+                    super::registry::error_detail(resp)
+                )
             }
         }
     }

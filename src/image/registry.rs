@@ -292,10 +292,7 @@ impl Client {
             200 | 206 => Ok(resp),
             401 | 403 => bail!(self.unauthorized(resp.status().as_u16())),
             404 => bail!("registry `{}`: {what} not found in `{}` (HTTP 404)", self.registry, self.repository),
-            s => {
-                let body = resp.into_body().with_config().limit(4096).read_to_string().unwrap_or_default();
-                bail!("registry `{}`: {what}: HTTP {s} {}", self.registry, body.trim())
-            }
+            s => bail!("registry `{}`: {what}: HTTP {s}{}", self.registry, error_detail(resp)),
         }
     }
 
@@ -313,15 +310,26 @@ impl Client {
     /// digest (computed; checked against `reference` when it is a digest).
     pub fn manifest(&self, reference: &str) -> Result<(Vec<u8>, String)> {
         let accept = super::manifest::ACCEPT.join(", ");
-        let resp = self.get(&format!("{}/manifests/{reference}", self.repository), &[("Accept", accept)])?;
-        let resp = self.check(resp, &format!("manifest `{reference}`"))?;
-        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let bytes = resp
-            .into_body()
-            .with_config()
-            .limit(super::manifest::MAX_MANIFEST)
-            .read_to_vec()
-            .with_context(|| format!("registry `{}`: read manifest `{reference}`", self.registry))?;
+        let mut attempt = 1;
+        let (bytes, content_type) = loop {
+            let resp =
+                self.get(&format!("{}/manifests/{reference}", self.repository), &[("Accept", accept.clone())])?;
+            let resp = self.check(resp, &format!("manifest `{reference}`"))?;
+            let content_type =
+                resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            // A body that breaks is fetched whole again: manifests are small, and a registry
+            // need not honour `Range` on them.
+            match resp.into_body().with_config().limit(super::manifest::MAX_MANIFEST).read_to_vec() {
+                Ok(bytes) => break (bytes, content_type),
+                Err(ureq::Error::Io(e)) if attempt < ATTEMPTS && transient_io(&e) => {
+                    backoff(attempt);
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("registry `{}`: read manifest `{reference}`", self.registry))
+                }
+            }
+        };
         if reference.contains(':') {
             super::digest::verify(&bytes, reference, None).with_context(|| format!("manifest `{reference}`"))?;
         }
@@ -350,10 +358,20 @@ impl Client {
             bail!("registry `{}`: blob `{digest}` of {size} bytes exceeds the {cap}-byte limit", self.registry);
         }
         let mut bytes = Vec::new();
-        self.blob(digest, 0)?
-            .take(cap + 1)
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("registry `{}`: read blob `{digest}`", self.registry))?;
+        let mut attempt = 1;
+        loop {
+            // A connection that breaks inside the body is as transient as one that breaks
+            // before the answer: ask for the rest (read_to_end keeps what came before the error).
+            let offset = bytes.len() as u64;
+            match self.blob(digest, offset)?.take(cap + 1 - offset).read_to_end(&mut bytes) {
+                Ok(_) => break,
+                Err(e) if attempt < ATTEMPTS && transient_io(&e) && (bytes.len() as u64) < size => {
+                    backoff(attempt);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e).with_context(|| format!("registry `{}`: read blob `{digest}`", self.registry)),
+            }
+        }
         super::digest::verify(&bytes, digest, Some(size)).with_context(|| format!("blob `{digest}`"))?;
         Ok(bytes)
     }
@@ -367,17 +385,38 @@ fn basic_header(c: &Credentials) -> String {
 /// Failures worth another try: a connection that broke or timed out. Not a name that does not
 /// resolve or a port nobody listens on: those answer the same again at once.
 fn transient(e: &ureq::Error) -> bool {
-    use std::io::ErrorKind::*;
     match e {
         ureq::Error::Timeout(_) => true,
-        ureq::Error::Io(io) => {
-            matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | TimedOut | UnexpectedEof | BrokenPipe | Interrupted
-            )
-        }
+        ureq::Error::Io(io) => transient_io(io),
         _ => false,
     }
+}
+
+/// A connection that broke or timed out, as a body reader reports it.
+fn transient_io(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionReset | ConnectionAborted | TimedOut | UnexpectedEof | BrokenPipe | Interrupted)
+}
+
+/// The registry's own explanation of a failed request, for an error line: the messages of a
+/// distribution-spec error body (`{"errors":[{"code":…,"message":…}]}`), on one line, capped.
+/// Any other body (an HTML page from a proxy or load balancer) is left out.
+pub(super) fn error_detail(resp: Response<Body>) -> String {
+    let body = resp.into_body().with_config().limit(4096).read_to_string().unwrap_or_default();
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else { return String::new() };
+    let text = v["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str().or_else(|| e["code"].as_str()))
+        .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|m| !m.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if text.is_empty() {
+        return String::new();
+    }
+    format!(": {}", text.chars().take(200).collect::<String>())
 }
 
 fn backoff(attempt: u32) {
