@@ -105,6 +105,27 @@ pub fn hinted(problem: Problem, message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Hinted { message: message.into(), problem })
 }
 
+/// An error whose fix depends on the input (`rl login REGISTRY`, `rl pull IMAGE`) rather than
+/// on the host: the CLI prints `hint` on its own line.
+#[derive(Debug)]
+pub struct Fix {
+    pub message: String,
+    pub hint: String,
+}
+
+impl fmt::Display for Fix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Fix {}
+
+/// Builds an `anyhow::Error` with a `hint:` line of its own.
+pub fn with_fix(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Fix { message: message.into(), hint: hint.into() })
+}
+
 /// An error that must end rl with a specific exit status (126/127 for exec failures).
 #[derive(Debug)]
 pub struct ExitStatus {
@@ -128,6 +149,8 @@ pub fn report(err: &anyhow::Error) -> i32 {
     eprintln!("Error: {err:#}");
     if let Some(h) = err.chain().find_map(|e| e.downcast_ref::<Hinted>()) {
         eprintln!("hint: {}", h.problem.hint());
+    } else if let Some(f) = err.chain().find_map(|e| e.downcast_ref::<Fix>()) {
+        eprintln!("hint: {}", f.hint);
     }
     err.chain().find_map(|e| e.downcast_ref::<ExitStatus>()).map_or(EXIT_RL_FAILED, |s| s.code)
 }

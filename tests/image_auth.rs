@@ -33,7 +33,8 @@ fn login_pull_logout_round_trip() {
     let image = format!("{reg}/test/busybox");
     let denied = rl(&ctx, &["pull", &image], None);
     denied.assert_error("requires authentication");
-    assert!(denied.stderr.contains(&format!("rl login {reg}")), "the error says how to log in\n{denied}");
+    let login = format!("hint: log in with `rl login {reg}`");
+    assert!(denied.stderr.lines().any(|l| l == login), "a hint line says how to log in\n{denied}");
 
     let wrong = rl(&ctx, &["login", "-u", &user, "--password-stdin", &reg], Some(b"not-the-password\n"));
     wrong.assert_error("denied");

@@ -118,7 +118,8 @@ fn private_pull_without_login_fails_and_says_how_to_log_in() {
     let client = fresh();
     let denied = rl(&client, &["pull", &format!("{}/alice/busybox", reg.addr())], None);
     denied.assert_error("requires authentication");
-    assert!(denied.stderr.contains(&format!("rl login {}", reg.addr())), "the error says how to log in\n{denied}");
+    let login = format!("hint: log in with `rl login {}`", reg.addr());
+    assert!(denied.stderr.lines().any(|l| l == login), "a hint line says how to log in\n{denied}");
     assert_eq!(image_ids(&client), "", "a refused pull stores nothing");
     let requests = reg.tokens.requests();
     assert!(

@@ -55,7 +55,7 @@ impl Client {
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
-            401 | 403 => bail!(self.unauthorized(resp.status().as_u16())),
+            401 | 403 => Err(self.unauthorized(resp.status().as_u16())),
             s => bail!("registry `{}`: HEAD blob `{digest}`: HTTP {s}", self.registry),
         }
     }
@@ -100,7 +100,7 @@ impl Client {
         let status = resp.status().as_u16();
         if status != 202 {
             if status == 401 || status == 403 {
-                bail!(self.unauthorized(status));
+                return Err(self.unauthorized(status));
             }
             bail!("registry `{}`: start the upload of `{digest}`: HTTP {status}", self.registry);
         }
@@ -166,7 +166,7 @@ impl Client {
                 // The registry holds a different amount than we think (a retried chunk that
                 // partly arrived): continue from what it reports.
                 416 => offset = self.upload_offset(digest, &url)?,
-                401 | 403 => bail!(self.unauthorized(resp.status().as_u16())),
+                401 | 403 => return Err(self.unauthorized(resp.status().as_u16())),
                 s => {
                     bail!(
                         "registry `{}`: upload of `{digest}` bytes {range}: HTTP {s}{}",
@@ -211,7 +211,7 @@ impl Client {
         })?;
         match resp.status().as_u16() {
             200 | 201 | 202 | 204 => Ok(digest::sha256(bytes)),
-            401 | 403 => bail!(self.unauthorized(resp.status().as_u16())),
+            401 | 403 => Err(self.unauthorized(resp.status().as_u16())),
             s => {
                 bail!(
                     "registry `{}`: PUT manifest `{reference}`: HTTP {s}{}",

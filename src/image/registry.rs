@@ -232,7 +232,7 @@ impl Client {
                     req.call().map_err(|e| anyhow!("registry `{}`: token from `{realm}`: {e}", self.registry))?;
                 let status = resp.status().as_u16();
                 if status == 401 || status == 403 {
-                    bail!(self.unauthorized(status));
+                    return Err(self.unauthorized(status));
                 }
                 if status != 200 {
                     bail!("registry `{}`: token from `{realm}`: HTTP {status}", self.registry);
@@ -263,7 +263,7 @@ impl Client {
             }
             "basic" => {
                 if self.creds.is_none() {
-                    bail!(self.unauthorized(401));
+                    return Err(self.unauthorized(401));
                 }
                 if let Ok(mut a) = self.auth.lock() {
                     *a = Auth::Basic;
@@ -274,15 +274,21 @@ impl Client {
         }
     }
 
-    pub(super) fn unauthorized(&self, status: u16) -> String {
+    pub(super) fn unauthorized(&self, status: u16) -> anyhow::Error {
         match &self.creds {
-            Some(c) => format!(
-                "registry `{}`: access to `{}` denied for user `{}` (HTTP {status}): wrong password or no permission",
-                self.registry, self.repository, c.username
+            Some(c) => crate::hint::with_fix(
+                format!(
+                    "registry `{}`: access to `{}` denied for user `{}` (HTTP {status}): wrong password or no permission",
+                    self.registry, self.repository, c.username
+                ),
+                format!("log in again with `rl login {}`, or check the user's access to `{}`", self.registry, self.repository),
             ),
-            None => format!(
-                "registry `{}`: access to `{}` requires authentication (HTTP {status}); log in with `rl login {}`",
-                self.registry, self.repository, self.registry
+            None => crate::hint::with_fix(
+                format!(
+                    "registry `{}`: access to `{}` requires authentication (HTTP {status})",
+                    self.registry, self.repository
+                ),
+                format!("log in with `rl login {}`", self.registry),
             ),
         }
     }
@@ -290,7 +296,7 @@ impl Client {
     fn check(&self, resp: Response<Body>, what: &str) -> Result<Response<Body>> {
         match resp.status().as_u16() {
             200 | 206 => Ok(resp),
-            401 | 403 => bail!(self.unauthorized(resp.status().as_u16())),
+            401 | 403 => Err(self.unauthorized(resp.status().as_u16())),
             404 => bail!("registry `{}`: {what} not found in `{}` (HTTP 404)", self.registry, self.repository),
             s => bail!("registry `{}`: {what}: HTTP {s}{}", self.registry, error_detail(resp)),
         }
@@ -301,7 +307,7 @@ impl Client {
         let resp = self.get("", &[])?;
         match resp.status().as_u16() {
             200 => Ok(()),
-            401 | 403 => bail!(self.unauthorized(resp.status().as_u16())),
+            401 | 403 => Err(self.unauthorized(resp.status().as_u16())),
             s => bail!("registry `{}`: GET /v2/: HTTP {s}", self.registry),
         }
     }
