@@ -81,6 +81,27 @@ pub fn list(paths: &Paths) -> Vec<(ContainerConfig, Option<State>)> {
         .collect()
 }
 
+/// The container a user named: by full id, unique id prefix, or name (as Docker resolves them:
+/// an exact id or name first, then a prefix).
+pub fn find(paths: &Paths, query: &str) -> Result<(ContainerConfig, Option<State>)> {
+    if query.is_empty() {
+        bail!("container name or id must not be empty");
+    }
+    let all = list(paths);
+    if let Some(hit) = all.iter().find(|(c, _)| c.id == query || c.name == query) {
+        return Ok(hit.clone());
+    }
+    let by_prefix: Vec<_> = all.iter().filter(|(c, _)| c.id.starts_with(query)).collect();
+    match by_prefix.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(crate::hint::with_fix(
+            format!("container `{query}`: no such container"),
+            "list containers with `rl ps -a`",
+        )),
+        more => bail!("container `{query}`: the id prefix is ambiguous ({} containers)", more.len()),
+    }
+}
+
 /// Creates the record of `cfg` (its dir, config and a `created` state), refusing a taken name.
 pub fn create(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
     crate::store::layout::private_dir(&paths.containers())?;
@@ -142,6 +163,9 @@ mod tests {
         save(&paths, &id, &st).unwrap();
         let all = list(&paths);
         assert_eq!(all.len(), 1);
+        assert_eq!(find(&paths, &id[..6]).unwrap().0.id, id);
+        assert_eq!(find(&paths, &cfg.name).unwrap().0.id, id);
+        assert!(find(&paths, "zzz").unwrap_err().to_string().contains("no such container"));
         assert_eq!(all[0].1.as_ref().unwrap().exit_code, Some(3));
         std::fs::remove_dir_all(&base).unwrap();
     }
