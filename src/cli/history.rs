@@ -40,6 +40,11 @@ struct Row {
     size: Option<u64>,
 }
 
+/// Seconds since the epoch of an RFC 3339 time (for other modules).
+pub(crate) fn unix_seconds_of(s: &str) -> Option<i64> {
+    unix_seconds(s)
+}
+
 /// Docker's CREATED column for an RFC 3339 `created`: `3 days ago`, or `N/A`.
 pub(crate) fn created_since(created: Option<&str>) -> String {
     let now = (crate::state::now_ns() / 1_000_000_000) as i64;
