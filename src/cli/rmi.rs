@@ -19,7 +19,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -208,7 +207,7 @@ fn delete_trash(trash: &Trash) -> Result<()> {
         return crate::sandbox::remove_tree(&trash.dir).with_context(what);
     }
     let plan = super::run::id_maps(UsernsMode::Root, true)?;
-    let how = Spawn { stdin: Stdio::null(), sealed: false, fds: vec![] };
+    let how = Spawn::default();
     let stage = Stage1::spawn(&plan, Job::RemoveTree(trash.dir.clone()), how, || Ok(())).with_context(what)?;
     let result = match stage.expect_msg() {
         Ok(Msg::Done) => Ok(()),

@@ -362,7 +362,7 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
     )
     .context("create signalfd")?;
     let stdin = if args.interactive && !args.tty { Stdio::inherit() } else { Stdio::null() };
-    let how = Spawn { stdin, sealed: cfg.process.init, fds: Vec::new() };
+    let how = Spawn { stdin, sealed: cfg.process.init, ..Spawn::default() };
     // An image's layers stay put until the record that uses them exists.
     let held = match cfg.image {
         Some(_) => Some(crate::store::images::hold_layers(paths, &cfg.dirs.lower)?),

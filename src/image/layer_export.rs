@@ -8,7 +8,6 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -46,7 +45,7 @@ pub fn export_layers(dirs: &[PathBuf], plan: &MapPlan, work: &Path, gzip: bool) 
         writers.push(w);
     }
     let job = ExportJob { layers: dirs.to_vec() };
-    let how = Spawn { stdin: Stdio::null(), sealed: false, fds: writers };
+    let how = Spawn { fds: writers, ..Spawn::default() };
     let stage = Stage1::spawn(plan, Job::Export(job), how, || Ok(()))?;
     let blobs: Vec<Result<Blob>> = std::thread::scope(|s| {
         let handles: Vec<_> = readers

@@ -10,7 +10,6 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use anyhow::{anyhow, bail, Context, Result};
 use oci_spec::image::{Descriptor, ImageConfiguration};
@@ -221,7 +220,7 @@ pub fn unpack_layers(
     }
     let staging: Vec<PathBuf> = jobs.iter().map(|j| j.staging.clone()).collect();
     let job = UnpackJob { layers: jobs, max_uid: max_inside(&plan.uid), max_gid: max_inside(&plan.gid) };
-    let how = Spawn { stdin: Stdio::null(), sealed: false, fds: readers };
+    let how = Spawn { fds: readers, ..Spawn::default() };
     let stage = Stage1::spawn(plan, Job::Unpack(job), how, || Ok(()))?;
 
     let fed = feed(writers);

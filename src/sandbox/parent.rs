@@ -56,6 +56,15 @@ pub struct Spawn {
     pub sealed: bool,
     /// Fds handed to stage 1 with the job (an unpack job's layer streams).
     pub fds: Vec<OwnedFd>,
+    /// The container's stdout and stderr (default: inherited); a detached container's monitor
+    /// passes pipes it logs.
+    pub output: Option<(Stdio, Stdio)>,
+}
+
+impl Default for Spawn {
+    fn default() -> Self {
+        Spawn { stdin: Stdio::null(), sealed: false, fds: Vec::new(), output: None }
+    }
 }
 
 /// The namespaces a job's holder creates, in the order stage 1 joins them (user first: it
@@ -115,6 +124,9 @@ impl Stage1 {
         };
         let mut cmd = Command::new(program);
         cmd.arg0("rl").arg("__stage1").stdin(how.stdin);
+        if let Some((out, err)) = how.output {
+            cmd.stdout(out).stderr(err);
+        }
         let how_fds = how.fds;
         sys::set_pre_exec(
             &mut cmd,
