@@ -110,6 +110,68 @@ pub struct ContainerConfig {
     pub image: Option<String>,
     /// The signal `rl stop` sends first (the image's StopSignal, else SIGTERM).
     pub stop_signal: Option<String>,
+    /// `--restart`: what the monitor does when the container exits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// `--log-opt`: rotation of a detached container's log.
+    #[serde(default)]
+    pub log: crate::monitor::log::LogConfig,
+    /// When the container was made (nanoseconds since the epoch).
+    #[serde(default)]
+    pub created_ns: u128,
+}
+
+/// `--restart=no|on-failure[:N]|always|unless-stopped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "name")]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    OnFailure {
+        /// Restarts at most this many times (None: no limit).
+        max: Option<u32>,
+    },
+    Always,
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    pub fn parse(s: &str) -> Result<RestartPolicy> {
+        Ok(match s.split_once(':') {
+            None if s == "no" => RestartPolicy::No,
+            None if s == "always" => RestartPolicy::Always,
+            None if s == "unless-stopped" => RestartPolicy::UnlessStopped,
+            None if s == "on-failure" => RestartPolicy::OnFailure { max: None },
+            Some(("on-failure", n)) => match n.parse::<u32>() {
+                Ok(n) => RestartPolicy::OnFailure { max: Some(n) },
+                Err(_) => bail!("restart policy `{s}`: the retry count must be a number"),
+            },
+            _ => bail!("restart policy `{s}`: expected no, on-failure[:N], always or unless-stopped"),
+        })
+    }
+
+    /// Docker's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::OnFailure { .. } => "on-failure",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+        }
+    }
+
+    /// Whether a container that ended with `status` after `restarts` restarts runs again.
+    /// `stopped`: the user stopped it (`rl stop`/`kill`), which no policy overrides.
+    pub fn restarts(self, status: i32, restarts: u32, stopped: bool) -> bool {
+        if stopped {
+            return false;
+        }
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure { max } => status != 0 && max.map_or(true, |m| restarts < m),
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+        }
+    }
 }
 
 /// Parses `-v HOST:CTR[:OPTS]`.
@@ -255,6 +317,20 @@ pub fn build_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_policies() {
+        assert_eq!(RestartPolicy::parse("on-failure:2").unwrap(), RestartPolicy::OnFailure { max: Some(2) });
+        assert_eq!(RestartPolicy::parse("unless-stopped").unwrap(), RestartPolicy::UnlessStopped);
+        for bad in ["sometimes", "on-failure:x", "always:3"] {
+            assert!(RestartPolicy::parse(bad).is_err(), "{bad}");
+        }
+        let twice = RestartPolicy::OnFailure { max: Some(2) };
+        assert!(twice.restarts(1, 0, false) && twice.restarts(1, 1, false) && !twice.restarts(1, 2, false));
+        assert!(!twice.restarts(0, 0, false), "success is not a failure");
+        assert!(RestartPolicy::Always.restarts(0, 9, false) && !RestartPolicy::Always.restarts(0, 0, true));
+        assert!(!RestartPolicy::No.restarts(1, 0, false));
+    }
 
     #[test]
     fn volumes() {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod helper;
 pub mod hint;
 pub mod image;
+pub mod lifecycle;
 pub mod monitor;
 pub mod network;
 pub mod rootfs;

@@ -33,6 +33,45 @@ pub struct State {
     pub created_ns: u128,
     pub started_ns: Option<u128>,
     pub finished_ns: Option<u128>,
+    /// The process that watches the container (a detached container's monitor, or the `rl run`
+    /// in the foreground) and its start time, so a recycled pid is never taken for it.
+    #[serde(default)]
+    pub monitor_pid: Option<i32>,
+    #[serde(default)]
+    pub monitor_start: Option<u64>,
+    /// How often the restart policy has restarted it.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Why it is not running when that is not its own exit (start failed, monitor gone).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// `rl stop`/`rl kill` ended it: no restart policy brings it back.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+impl State {
+    /// Whether it runs: recorded as running and its watcher still alive. A record whose watcher
+    /// died (killed, or the host rebooted) is not running, whatever it says.
+    pub fn running(&self) -> bool {
+        self.status == Status::Running && self.watcher_alive()
+    }
+
+    /// Whether the recorded watcher process is alive (the same process, not a recycled pid).
+    pub fn watcher_alive(&self) -> bool {
+        match (self.monitor_pid, self.monitor_start) {
+            (Some(pid), Some(start)) => start_time(pid) == Some(start),
+            _ => false,
+        }
+    }
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its closing one.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
 }
 
 /// Nanoseconds since the epoch.
@@ -73,6 +112,8 @@ pub fn list(paths: &Paths) -> Vec<(ContainerConfig, Option<State>)> {
         return Vec::new();
     };
     dir.flatten()
+        // `.rm-ID`: a container being removed.
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
             let cfg: ContainerConfig = read_json(&e.path().join("config.json")).ok()?;
             let state = read_json(&e.path().join("state.json")).ok();
@@ -102,6 +143,21 @@ pub fn find(paths: &Paths, query: &str) -> Result<(ContainerConfig, Option<State
     }
 }
 
+/// Gives a container a new name (unique among the user's containers).
+pub fn rename(paths: &Paths, query: &str, new: &str) -> Result<()> {
+    if new.is_empty() || !new.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        bail!("container name `{new}`: only letters, digits, `_`, `.` and `-` are allowed");
+    }
+    let _lock = lock::exclusive(&paths.containers_lock())?;
+    let (mut cfg, _) = find(paths, query)?;
+    if let Some((other, _)) = list(paths).into_iter().find(|(c, _)| c.name == new && c.id != cfg.id) {
+        bail!("container name `{new}`: already in use by container {}", &other.id[..12.min(other.id.len())]);
+    }
+    cfg.name = new.to_string();
+    let json = serde_json::to_vec_pretty(&cfg).context("encode config")?;
+    lock::write_atomic(&paths.container(&cfg.id).join("config.json"), &json)
+}
+
 /// Creates the record of `cfg` (its dir, config and a `created` state), refusing a taken name.
 pub fn create(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
     crate::store::layout::private_dir(&paths.containers())?;
@@ -126,6 +182,11 @@ pub fn create(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
         created_ns: now_ns(),
         started_ns: None,
         finished_ns: None,
+        monitor_pid: None,
+        monitor_start: None,
+        restart_count: 0,
+        error: None,
+        stopped: false,
     };
     let json = serde_json::to_vec_pretty(&state).context("encode state")?;
     lock::write_replace(&dir.join("state.json"), &json, durable)

@@ -432,3 +432,18 @@ pub fn lget_xattr(path: &std::path::Path, name: &str) -> io::Result<Vec<u8>> {
         buf.resize(buf.len() * 4, 0);
     }
 }
+
+/// Drops the page-table entries of the file mapping at `addr..addr+len` and marks it for random
+/// access (no fault-around), so the process's resident set holds only pages it touches again.
+/// Best effort: errors are ignored.
+pub fn release_file_pages(addr: usize, len: usize) {
+    // SAFETY: the caller passes a whole mapping from /proc/self/smaps that is backed by a file,
+    // not writable and without anonymous (copy-on-write) pages: its content is exactly the
+    // file's, so MADV_DONTNEED only discards page-table entries and the next access faults the
+    // same bytes back from the page cache. No Rust reference is invalidated: the memory stays
+    // mapped and unchanged. MADV_RANDOM only changes read-ahead.
+    unsafe {
+        libc::madvise(addr as *mut libc::c_void, len, libc::MADV_RANDOM);
+        libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED);
+    }
+}

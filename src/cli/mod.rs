@@ -6,8 +6,12 @@ pub mod format;
 pub mod history;
 pub mod image;
 pub mod images;
+pub mod inspect;
+pub mod lifecycle;
 pub mod load;
 pub mod login;
+pub mod logs;
+pub mod ps;
 pub mod pull;
 pub mod push;
 pub mod rmi;
@@ -60,6 +64,30 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Manage rl (df: disk usage).
     System(system::SystemArgs),
+    /// Create a container without starting it.
+    Create(Box<run::RunArgs>),
+    /// Start created or stopped containers (in the background).
+    Start(lifecycle::StartArgs),
+    /// Stop running containers (stop signal, then SIGKILL after a timeout).
+    Stop(lifecycle::StopArgs),
+    /// Stop and start containers again.
+    Restart(lifecycle::StopArgs),
+    /// Send a signal to containers.
+    Kill(lifecycle::KillArgs),
+    /// Wait for containers to stop; print their exit codes.
+    Wait(lifecycle::WaitArgs),
+    /// Remove containers.
+    Rm(lifecycle::RmArgs),
+    /// Rename a container.
+    Rename(lifecycle::RenameArgs),
+    /// List containers.
+    Ps(ps::PsArgs),
+    /// Show a container's output.
+    Logs(logs::LogsArgs),
+    /// Show containers or images as JSON.
+    Inspect(inspect::InspectArgs),
+    /// Manage containers (ls, ps, rm, prune, inspect, logs, start, stop, kill, wait, rename).
+    Container(ContainerArgs),
     /// Log in to a registry (credentials go to auth.json).
     Login(login::LoginArgs),
     /// Log out of a registry.
@@ -72,6 +100,10 @@ pub fn main() -> i32 {
     // The hidden stage-1 entry point skips argument parsing: it is on every container's start path.
     if args.get(1).is_some_and(|a| a == "__stage1") {
         return crate::sandbox::stage1::main();
+    }
+    // A detached container's monitor: as small as it can be, so no argument parser either.
+    if args.get(1).is_some_and(|a| a == "__monitor") {
+        return crate::monitor::detached::main(&args[2..]);
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
@@ -93,11 +125,81 @@ pub fn main() -> i32 {
         Command::Load(args) => load::run(cli.root, cli.runroot, args),
         Command::Image(args) => image::run(cli.root, cli.runroot, args),
         Command::System(args) => system::run(cli.root, cli.runroot, args),
+        Command::Create(args) => run::create(cli.root, cli.runroot, *args),
+        Command::Start(args) => lifecycle::start(cli.root, cli.runroot, args),
+        Command::Stop(args) => lifecycle::stop(cli.root, cli.runroot, args),
+        Command::Restart(args) => lifecycle::restart(cli.root, cli.runroot, args),
+        Command::Kill(args) => lifecycle::kill(cli.root, cli.runroot, args),
+        Command::Wait(args) => lifecycle::wait(cli.root, cli.runroot, args),
+        Command::Rm(args) => lifecycle::rm(cli.root, cli.runroot, args),
+        Command::Rename(args) => lifecycle::rename(cli.root, cli.runroot, args),
+        Command::Ps(args) => ps::run(cli.root, cli.runroot, args),
+        Command::Logs(args) => logs::run(cli.root, cli.runroot, args),
+        Command::Inspect(args) => inspect::run(cli.root, cli.runroot, args),
+        Command::Container(c) => container(cli.root, cli.runroot, c),
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => hint::report(&e),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ContainerArgs {
+    #[command(subcommand)]
+    pub command: ContainerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// List containers.
+    #[command(alias = "list", alias = "ps")]
+    Ls(ps::PsArgs),
+    /// Create a container without starting it.
+    Create(Box<run::RunArgs>),
+    /// Run a command in a new container.
+    Run(Box<run::RunArgs>),
+    /// Start containers.
+    Start(lifecycle::StartArgs),
+    /// Stop containers.
+    Stop(lifecycle::StopArgs),
+    /// Restart containers.
+    Restart(lifecycle::StopArgs),
+    /// Signal containers.
+    Kill(lifecycle::KillArgs),
+    /// Wait for containers to stop.
+    Wait(lifecycle::WaitArgs),
+    /// Remove containers.
+    Rm(lifecycle::RmArgs),
+    /// Rename a container.
+    Rename(lifecycle::RenameArgs),
+    /// Show a container's output.
+    Logs(logs::LogsArgs),
+    /// Show containers as JSON.
+    Inspect(inspect::InspectArgs),
+    /// Remove every stopped container.
+    Prune(lifecycle::PruneArgs),
+}
+
+fn container(root: Option<PathBuf>, runroot: Option<PathBuf>, c: ContainerArgs) -> anyhow::Result<i32> {
+    match c.command {
+        ContainerCommand::Ls(a) => ps::run(root, runroot, ps::PsArgs { all: a.all, ..a }),
+        ContainerCommand::Create(a) => run::create(root, runroot, *a),
+        ContainerCommand::Run(a) => run::run(root, runroot, *a),
+        ContainerCommand::Start(a) => lifecycle::start(root, runroot, a),
+        ContainerCommand::Stop(a) => lifecycle::stop(root, runroot, a),
+        ContainerCommand::Restart(a) => lifecycle::restart(root, runroot, a),
+        ContainerCommand::Kill(a) => lifecycle::kill(root, runroot, a),
+        ContainerCommand::Wait(a) => lifecycle::wait(root, runroot, a),
+        ContainerCommand::Rm(a) => lifecycle::rm(root, runroot, a),
+        ContainerCommand::Rename(a) => lifecycle::rename(root, runroot, a),
+        ContainerCommand::Logs(a) => logs::run(root, runroot, a),
+        ContainerCommand::Inspect(mut a) => {
+            a.kind = Some("container".into());
+            inspect::run(root, runroot, a)
+        }
+        ContainerCommand::Prune(a) => lifecycle::prune(root, runroot, a),
     }
 }

@@ -36,6 +36,15 @@ pub struct RunArgs {
     /// Remove the container (its writable layer and record) when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background under a per-container monitor; print the container id.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// What to do when the container exits: no, on-failure[:N], always, unless-stopped.
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    pub restart: String,
+    /// Log rotation of a detached container: max-size=SIZE, max-file=N (repeatable).
+    #[arg(long = "log-opt", value_name = "OPT")]
+    pub log_opt: Vec<String>,
     /// Keep stdin open and pass it to the container.
     #[arg(short, long)]
     pub interactive: bool,
@@ -277,6 +286,14 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
         mounts.push(config::parse_tmpfs(t)?);
     }
     let security = security(args)?;
+    let restart = crate::config::RestartPolicy::parse(&args.restart)?;
+    if args.rm && restart != crate::config::RestartPolicy::No {
+        bail!("--restart `{}` and --rm: a container removed when it exits cannot restart", args.restart);
+    }
+    let mut log = crate::monitor::log::LogConfig::default();
+    for o in &args.log_opt {
+        log.apply(o)?;
+    }
     let idmap = id_maps(userns, false)?;
     let id = state::new_id()?;
     let name = args.name.clone().unwrap_or_else(|| state::generated_name(&id));
@@ -324,18 +341,32 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
         idmap,
         network: NetworkMode::None,
         remove: args.rm,
+        restart,
+        log,
+        created_ns: state::now_ns(),
         id,
         name,
     })
 }
 
-/// Creates the writable layer dirs and the runtime files.
-fn prepare(cfg: &ContainerConfig) -> Result<()> {
+/// Creates the writable layer dirs and the runtime files (again, for a container that ran
+/// before: the run root may have been wiped by a reboot).
+pub fn prepare_dirs(cfg: &ContainerConfig) -> Result<()> {
     for d in [&cfg.dirs.upper, &cfg.dirs.work] {
-        std::fs::create_dir(d).with_context(|| format!("create `{}`", d.display()))?;
+        match std::fs::create_dir(d) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(e).with_context(|| format!("create `{}`", d.display()))
+            }
+            _ => {}
+        }
     }
     crate::store::layout::private_dir(&cfg.dirs.run)?;
-    std::fs::create_dir(&cfg.dirs.merged).with_context(|| format!("create `{}`", cfg.dirs.merged.display()))?;
+    match std::fs::create_dir(&cfg.dirs.merged) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(e).with_context(|| format!("create `{}`", cfg.dirs.merged.display()))
+        }
+        _ => {}
+    }
     crate::network::write_etc_files(cfg)
 }
 
@@ -343,6 +374,9 @@ fn prepare(cfg: &ContainerConfig) -> Result<()> {
 pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: RunArgs) -> Result<i32> {
     let paths = Paths::resolve(root, runroot)?;
     let cfg = build(&paths, &args)?;
+    if args.detach {
+        return run_detached(&paths, &cfg);
+    }
     let result = start_and_watch(&paths, &cfg, &args);
     if cfg.remove || result.is_err() {
         // Stage 1 removed the layer (its files belong to subordinate ids); what is left is ours.
@@ -350,6 +384,39 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: RunArgs) -> Re
         let _ = remove_tree(&cfg.dirs.run);
     }
     result
+}
+
+/// `rl create`: the record only; `rl start` runs it.
+pub fn create(root: Option<PathBuf>, runroot: Option<PathBuf>, args: RunArgs) -> Result<i32> {
+    let paths = Paths::resolve(root, runroot)?;
+    let cfg = build(&paths, &args)?;
+    let _held = match cfg.image {
+        Some(_) => Some(crate::store::images::hold_layers(&paths, &cfg.dirs.lower)?),
+        None => None,
+    };
+    state::create(&paths, &cfg)?;
+    println!("{}", cfg.id);
+    Ok(0)
+}
+
+/// `rl run -d`: the record, then the monitor starts the container; prints the id.
+fn run_detached(paths: &Paths, cfg: &ContainerConfig) -> Result<i32> {
+    {
+        let _held = match cfg.image {
+            Some(_) => Some(crate::store::images::hold_layers(paths, &cfg.dirs.lower)?),
+            None => None,
+        };
+        state::create(paths, cfg)?;
+    }
+    if let Err(e) = crate::monitor::detached::launch(paths, &cfg.id) {
+        if cfg.remove {
+            let _ = remove_tree(&paths.container(&cfg.id));
+            let _ = remove_tree(&cfg.dirs.run);
+        }
+        return Err(e);
+    }
+    println!("{}", cfg.id);
+    Ok(0)
 }
 
 fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Result<i32> {
@@ -372,13 +439,17 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
     let stage = Stage1::spawn(&cfg.idmap, Job::Run(Box::new(cfg.clone())), how, || {
         state::create(paths, cfg)?;
         drop(held);
-        prepare(cfg)
+        prepare_dirs(cfg)
     })?;
     let running = parent::wait_started(stage)?;
     let mut st = state::load(paths, &cfg.id)?;
     st.status = Status::Running;
     st.pid = Some(running.pid.as_raw());
     st.started_ns = Some(state::now_ns());
+    // This process watches it: `ps` and `stop` see a live container through it.
+    let me = std::process::id() as i32;
+    st.monitor_pid = Some(me);
+    st.monitor_start = state::start_time(me);
     if !cfg.remove {
         state::save(paths, &cfg.id, &st)?;
     }

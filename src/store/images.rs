@@ -165,18 +165,10 @@ pub fn tempdir_in(parent: &Path, prefix: &str) -> Result<PathBuf> {
     super::layout::private_dir(parent)?;
     let id = crate::state::new_id()?;
     let pid = std::process::id();
-    let start = start_time(pid).unwrap_or(0);
+    let start = crate::state::start_time(pid as i32).unwrap_or(0);
     let dir = parent.join(format!("{prefix}-{pid}.{start}-{}", &id[..12]));
     std::fs::create_dir(&dir).with_context(|| format!("create `{}`", dir.display()))?;
     Ok(dir)
-}
-
-/// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from its closing one.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
 }
 
 /// Whether the process that made staging dir `name` with [`tempdir_in`] has gone (exited, or
@@ -184,8 +176,8 @@ fn start_time(pid: u32) -> Option<u64> {
 pub fn owner_gone(name: &str) -> bool {
     let Some(owner) = name.split('-').nth(1) else { return false };
     let Some((pid, start)) = owner.split_once('.') else { return false };
-    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else { return false };
-    start_time(pid) != Some(start)
+    let (Ok(pid), Ok(start)) = (pid.parse::<i32>(), start.parse::<u64>()) else { return false };
+    crate::state::start_time(pid) != Some(start)
 }
 
 /// Loads an image record by id.

@@ -1,0 +1,128 @@
+//! `rl inspect NAME...` (and `rl container inspect`): a container's record as Docker shows it
+//! (`Id`, `State`, `Config`, `HostConfig`, …), or an image's when no container has that name.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::config::ContainerConfig;
+use crate::monitor::log::rfc3339_nanos;
+use crate::state::{State, Status};
+use crate::store::Paths;
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Only containers (`container`) or only images (`image`).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    pub names: Vec<String>,
+}
+
+fn time(ns: Option<u128>) -> String {
+    ns.map_or("0001-01-01T00:00:00Z".into(), rfc3339_nanos)
+}
+
+/// One container as `docker inspect` shows it.
+pub fn container_json(paths: &Paths, cfg: &ContainerConfig, st: &State) -> Value {
+    let st = crate::lifecycle::effective(st);
+    let status = match st.status {
+        Status::Created => "created",
+        Status::Running => "running",
+        Status::Exited => "exited",
+    };
+    let (path, args) =
+        cfg.process.args.split_first().map_or((String::new(), Vec::new()), |(p, a)| (p.clone(), a.to_vec()));
+    let restart_max = match cfg.restart {
+        crate::config::RestartPolicy::OnFailure { max: Some(n) } => n,
+        _ => 0,
+    };
+    json!({
+        "Id": cfg.id,
+        "Created": rfc3339_nanos(cfg.created_ns),
+        "Path": path,
+        "Args": args,
+        "State": {
+            "Status": status,
+            "Running": st.status == Status::Running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Dead": false,
+            "Pid": st.pid.unwrap_or(0),
+            "ExitCode": st.exit_code.unwrap_or(0),
+            "Error": st.error.clone().unwrap_or_default(),
+            "StartedAt": time(st.started_ns),
+            "FinishedAt": time(st.finished_ns),
+        },
+        "Image": cfg.image.clone().unwrap_or_default(),
+        "ImageName": cfg.rootfs_source,
+        "Name": format!("/{}", cfg.name),
+        "RestartCount": st.restart_count,
+        "LogPath": crate::monitor::log::path(&paths.container(&cfg.id)),
+        "HostConfig": {
+            "RestartPolicy": {"Name": cfg.restart.name(), "MaximumRetryCount": restart_max},
+            "LogConfig": {"Type": "k8s-file", "Config": {
+                "max-size": cfg.log.max_size.map(|s| s.to_string()).unwrap_or_default(),
+                "max-file": cfg.log.max_file.to_string(),
+            }},
+            "AutoRemove": cfg.remove,
+            "ReadonlyRootfs": cfg.read_only,
+            "Privileged": cfg.security.privileged,
+            "NetworkMode": "none",
+        },
+        "Config": {
+            "Hostname": cfg.hostname,
+            "User": cfg.process.user,
+            "Env": cfg.process.env,
+            "Cmd": cfg.process.args,
+            "WorkingDir": cfg.process.cwd,
+            "Tty": cfg.process.tty,
+            "OpenStdin": cfg.process.stdin,
+            "Image": cfg.rootfs_source,
+            "StopSignal": cfg.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
+        },
+        "Mounts": cfg.mounts.iter().map(|m| match m {
+            crate::config::MountSpec::Bind { source, target, readonly } =>
+                json!({"Type": "bind", "Source": source, "Destination": target, "RW": !readonly}),
+            crate::config::MountSpec::Tmpfs { target, .. } => json!({"Type": "tmpfs", "Destination": target, "RW": true}),
+        }).collect::<Vec<_>>(),
+        "GraphDriver": {"Name": "overlay", "Data": {
+            "UpperDir": cfg.dirs.upper, "WorkDir": cfg.dirs.work, "MergedDir": cfg.dirs.merged,
+            "LowerDir": cfg.dirs.lower.iter().map(|l| l.display().to_string()).collect::<Vec<_>>().join(":"),
+        }},
+    })
+}
+
+/// `rl inspect`.
+pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: InspectArgs) -> Result<i32> {
+    let paths = Paths::resolve(root, runroot)?;
+    let mut out = Vec::new();
+    let mut failed = false;
+    for n in &args.names {
+        let container = match args.kind.as_deref() {
+            Some("image") => None,
+            _ => crate::state::find(&paths, n).ok(),
+        };
+        let found = match container {
+            Some((cfg, Some(st))) => Ok(container_json(&paths, &cfg, &st)),
+            _ if args.kind.as_deref() == Some("container") => {
+                Err(anyhow::anyhow!("container `{n}`: no such container"))
+            }
+            _ => super::image::lookup(&paths, n).and_then(|rec| {
+                let tags = crate::store::images::tags(&paths)?;
+                super::image::inspect_json(&paths, &rec, &crate::store::images::names_of(&tags, &rec.id))
+            }),
+        };
+        match found {
+            Ok(v) => out.push(v),
+            Err(_) => {
+                eprintln!("Error: `{n}`: no such container or image");
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if failed { crate::hint::EXIT_RL_FAILED } else { 0 })
+}

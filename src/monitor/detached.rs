@@ -1,0 +1,271 @@
+//! The monitor of a detached container (`rl run -d`, `rl start`): rl itself, re-exec'd as
+//! `rl __monitor ROOT RUNROOT ID` in a session of its own, so it outlives the `rl` command that
+//! started it and no daemon is needed. It starts the container through stage 1 (whose
+//! parent-death signal makes a killed monitor take the container down with it, never leaving it
+//! unwatched), owns the container's output pipes or pty master and writes them to the log,
+//! records the exit code and time in the container's state, and applies the restart policy.
+//!
+//! It tells the `rl` that launched it how the start went on a pipe (fd 3), then trims its own
+//! resident memory to what its wait loop touches (see [`trim`]): one monitor per container must
+//! stay small (the target is 600 KB; conmon takes ~2.5 MB).
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use serde::{Deserialize, Serialize};
+
+use super::log::{Stream, Writer};
+use super::Exit;
+use crate::config::ContainerConfig;
+use crate::hint::{hinted, ExitStatus, Problem, EXIT_RL_FAILED};
+use crate::sandbox::msg::{Job, Msg};
+use crate::sandbox::parent::{self, Spawn, Stage1};
+use crate::state::{self, Status};
+use crate::store::Paths;
+use crate::sys;
+
+/// Where the monitor reports how the start went.
+const READY_FD: RawFd = 3;
+
+/// The monitor's report to the `rl` that launched it.
+#[derive(Debug, Serialize, Deserialize)]
+enum Ready {
+    Running,
+    Failed { message: String, code: i32, problem: Option<Problem> },
+}
+
+/// Starts the monitor of the container `id` (its record exists) and returns once the container
+/// runs, or with the error that kept it from starting.
+pub fn launch(paths: &Paths, id: &str) -> Result<()> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the monitor's ready pipe")?;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("rl-monitor")
+        .arg("__monitor")
+        .arg(&paths.root)
+        .arg(&paths.runroot)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    sys::set_pre_exec(
+        &mut cmd,
+        sys::PreExec { fds: vec![(w.as_raw_fd(), READY_FD)], death_signal: None, setsid: true },
+    );
+    // Not waited for: it outlives this process and is then reaped by init (or the session's
+    // subreaper), like any daemon's child.
+    let _child = cmd.spawn().context("start the container's monitor")?;
+    drop(w);
+    let mut report = Vec::new();
+    std::fs::File::from(r).read_to_end(&mut report).context("read the monitor's report")?;
+    match serde_json::from_slice::<Ready>(&report) {
+        Ok(Ready::Running) => Ok(()),
+        Ok(Ready::Failed { message, problem: Some(p), code }) if code == EXIT_RL_FAILED => Err(hinted(p, message)),
+        Ok(Ready::Failed { message, code, .. }) => Err(ExitStatus { code, message }.into()),
+        Err(_) => bail!("the container's monitor ended before the container started"),
+    }
+}
+
+/// `rl __monitor ROOT RUNROOT ID`.
+pub fn main(args: &[std::ffi::OsString]) -> i32 {
+    let _ = nix::sys::prctl::set_name(c"rl-monitor");
+    let Ok(ready) = sys::adopt_fd(READY_FD) else {
+        eprintln!("Error: rl __monitor is internal: run `rl run -d` or `rl start` instead");
+        return EXIT_RL_FAILED;
+    };
+    let [root, runroot, id] = args else { return EXIT_RL_FAILED };
+    let paths = Paths { root: PathBuf::from(root), runroot: PathBuf::from(runroot) };
+    let id = id.to_string_lossy().into_owned();
+    let mut ready = Some(ready);
+    match monitor(&paths, &id, &mut ready) {
+        Ok(()) => 0,
+        Err(e) => {
+            let message = format!("{e:#}");
+            if let Some(fd) = ready.take() {
+                let problem = e.chain().find_map(|c| c.downcast_ref::<crate::hint::Hinted>()).map(|h| h.problem);
+                let code = e.chain().find_map(|c| c.downcast_ref::<ExitStatus>()).map_or(EXIT_RL_FAILED, |s| s.code);
+                report(fd, &Ready::Failed { message: message.clone(), code, problem });
+            }
+            if let Ok(mut st) = state::load(&paths, &id) {
+                st.status = Status::Exited;
+                st.pid = None;
+                st.error = Some(message);
+                st.finished_ns.get_or_insert_with(state::now_ns);
+                let _ = state::save(&paths, &id, &st);
+            }
+            EXIT_RL_FAILED
+        }
+    }
+}
+
+fn report(fd: OwnedFd, r: &Ready) {
+    if let Ok(json) = serde_json::to_vec(r) {
+        let _ = std::io::Write::write_all(&mut std::fs::File::from(fd), &json);
+    }
+}
+
+/// Starts the container, watches it, restarts it as its policy says; returns when it is done.
+fn monitor(paths: &Paths, id: &str, ready: &mut Option<OwnedFd>) -> Result<()> {
+    let cfg: ContainerConfig = {
+        let p = paths.container(id).join("config.json");
+        let b = std::fs::read(&p).with_context(|| format!("read `{}`", p.display()))?;
+        serde_json::from_slice(&b).with_context(|| format!("parse `{}`", p.display()))?
+    };
+    let me = std::process::id() as i32;
+    let mut log = Writer::open(&paths.container(id), cfg.log)?;
+    let mut trimmed = false;
+    loop {
+        let exit = run_once(paths, &cfg, &mut log, ready, me, &mut trimmed)?;
+        let mut st = state::load(paths, id)?;
+        st.status = Status::Exited;
+        st.pid = None;
+        st.exit_code = Some(exit.status());
+        st.finished_ns = Some(state::now_ns());
+        let again = cfg.restart.restarts(exit.status(), st.restart_count, st.stopped);
+        if again {
+            st.restart_count += 1;
+        }
+        state::save(paths, id, &st)?;
+        if !again {
+            break;
+        }
+    }
+    if cfg.remove {
+        let _ = std::fs::remove_dir_all(paths.container(id));
+        let _ = std::fs::remove_dir_all(&cfg.dirs.run);
+    }
+    Ok(())
+}
+
+/// One start of the container, to its exit.
+fn run_once(
+    paths: &Paths,
+    cfg: &ContainerConfig,
+    log: &mut Writer,
+    ready: &mut Option<OwnedFd>,
+    me: i32,
+    trimmed: &mut bool,
+) -> Result<Exit> {
+    crate::cli::run::prepare_dirs(cfg)?;
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the stdout pipe")?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the stderr pipe")?;
+    let how =
+        Spawn { sealed: cfg.process.init, output: Some((Stdio::from(out_w), Stdio::from(err_w))), ..Spawn::default() };
+    let stage = Stage1::spawn(&cfg.idmap, Job::Run(Box::new(cfg.clone())), how, || Ok(()))?;
+    let running = parent::wait_started(stage)?;
+    let mut st = state::load(paths, &cfg.id)?;
+    st.status = Status::Running;
+    st.pid = Some(running.pid.as_raw());
+    st.started_ns = Some(state::now_ns());
+    st.monitor_pid = Some(me);
+    st.monitor_start = state::start_time(me);
+    st.exit_code = None;
+    st.error = None;
+    state::save(paths, &cfg.id, &st)?;
+    if let Some(fd) = ready.take() {
+        report(fd, &Ready::Running);
+    }
+    if !*trimmed {
+        trim();
+        *trimmed = true;
+    }
+    // With a pty, the master carries both streams (as a terminal merges them).
+    let sources: Vec<(OwnedFd, Stream)> = match running.pty.as_ref() {
+        Some(m) => vec![(m.try_clone().context("dup the pty master")?, Stream::Stdout)],
+        None => vec![(out_r, Stream::Stdout), (err_r, Stream::Stderr)],
+    };
+    let exit = watch(&running, sources, log)?;
+    running.stage.reap();
+    Ok(exit)
+}
+
+/// Logs the container's output until stage 1 reports its exit and the streams end.
+fn watch(running: &parent::Running, sources: Vec<(OwnedFd, Stream)>, log: &mut Writer) -> Result<Exit> {
+    let chan = &running.stage.chan;
+    let mut open: Vec<Option<(OwnedFd, Stream)>> = sources.into_iter().map(Some).collect();
+    let mut exit = None;
+    let mut buf = vec![0u8; 16384];
+    loop {
+        if exit.is_some() && open.iter().all(Option::is_none) {
+            break;
+        }
+        let mut fds = Vec::new();
+        if exit.is_none() {
+            fds.push(PollFd::new(chan.as_fd(), PollFlags::POLLIN));
+        }
+        let live: Vec<usize> = (0..open.len()).filter(|&i| open[i].is_some()).collect();
+        for &i in &live {
+            if let Some((fd, _)) = &open[i] {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        // After the exit, output still in flight is drained; a process the container left
+        // behind that keeps a stream open must not keep the monitor forever.
+        let timeout = if exit.is_some() { PollTimeout::from(2000u16) } else { PollTimeout::NONE };
+        match poll(&mut fds, timeout) {
+            Ok(0) => break,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e).context("wait for the container"),
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        let mut k = 0;
+        if exit.is_none() {
+            if ready[0] {
+                exit = Some(match chan.recv()? {
+                    Some(Msg::Exited { code, signal }) => Exit { code, signal },
+                    Some(other) => return Err(anyhow!("the stage-1 process sent an unexpected {other:?}")),
+                    None => Exit { code: None, signal: None },
+                });
+            }
+            k = 1;
+        }
+        for (j, &i) in live.iter().enumerate() {
+            if !ready[k + j] {
+                continue;
+            }
+            let Some((fd, stream)) = &open[i] else { continue };
+            match nix::unistd::read(fd.as_fd(), &mut buf) {
+                Ok(0) | Err(Errno::EIO) => open[i] = None,
+                Ok(n) => log.write(*stream, &buf[..n], state::now_ns())?,
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(e) => return Err(e).context("read the container's output"),
+            }
+        }
+    }
+    Ok(exit.unwrap_or(Exit { code: None, signal: None }))
+}
+
+/// Drops the monitor's resident file pages: every mapping backed by a file that was never
+/// written (no anonymous copy-on-write pages: the text, most read-only data) loses its page
+/// table entries and is marked for random access, so it faults back only the pages the wait
+/// loop runs — one at a time, not the kernel's 64 KB fault-around. The page cache keeps the
+/// file; nothing is reread from disk.
+fn trim() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            let perms = words.next().unwrap_or("");
+            let inode = words.nth(2).unwrap_or("0");
+            let range = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16));
+            current = match range {
+                (Ok(a), Ok(b)) if inode != "0" && !perms.contains('w') => Some((a, b)),
+                _ => None,
+            };
+        } else if let Some(anon) = line.strip_prefix("Anonymous:") {
+            if let Some((a, b)) = current.take() {
+                if anon.trim().starts_with("0 ") {
+                    sys::release_file_pages(a, b - a);
+                }
+            }
+        }
+    }
+}
