@@ -60,7 +60,7 @@ impl State {
     /// Whether the recorded watcher process is alive (the same process, not a recycled pid).
     pub fn watcher_alive(&self) -> bool {
         match (self.monitor_pid, self.monitor_start) {
-            (Some(pid), Some(start)) => start_time(pid) == Some(start),
+            (Some(pid), Some(start)) => proc_stat(pid).is_some_and(|(state, t)| state != 'Z' && t == start),
             _ => false,
         }
     }
@@ -68,10 +68,16 @@ impl State {
 
 /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
 pub fn start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|(_, t)| t)
+}
+
+/// The state letter (`R`, `S`, `Z`, …) and start time of process `pid`.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from its closing one.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let state = rest.chars().next()?;
+    Some((state, rest.split(' ').nth(19)?.parse().ok()?))
 }
 
 /// Nanoseconds since the epoch.

@@ -51,6 +51,7 @@ pub fn container_json(paths: &Paths, cfg: &ContainerConfig, st: &State) -> Value
             "OOMKilled": false,
             "Dead": false,
             "Pid": st.pid.unwrap_or(0),
+            "MonitorPid": st.monitor_pid.filter(|_| st.status == Status::Running).unwrap_or(0),
             "ExitCode": st.exit_code.unwrap_or(0),
             "Error": st.error.clone().unwrap_or_default(),
             "StartedAt": time(st.started_ns),

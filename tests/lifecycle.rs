@@ -1,0 +1,214 @@
+//! Detached containers under their monitor: `run -d`, `ps`, `logs [-f]`, `stop` (and its SIGKILL
+//! escalation), `wait`, `kill`, `start` after the runtime state is wiped, restart policies, log
+//! rotation, and a monitor killed with SIGKILL. Each test uses its own store and run root and
+//! the busybox rootfs (`--rootfs`), and checks from the host side too: processes, records.
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn rl(ctx: &Ctx, args: &[&str]) -> Out {
+    let mut c = ctx.rl();
+    c.args(args);
+    output(c, None)
+}
+
+/// `rl run -d --rootfs ROOTFS OPTS... CMD...`; returns the id it printed.
+fn run_d(ctx: &Ctx, opts: &[&str], cmd: &[&str]) -> String {
+    let rootfs = ctx.rootfs.to_string_lossy().into_owned();
+    let mut args = vec!["run", "-d", "--rootfs", &rootfs];
+    args.extend_from_slice(opts);
+    args.extend_from_slice(cmd);
+    let out = rl(ctx, &args);
+    out.assert_ok();
+    let id = out.stdout_trim().to_string();
+    assert_eq!(id.len(), 64, "run -d prints the container id\n{out}");
+    id
+}
+
+fn inspect(ctx: &Ctx, name: &str) -> serde_json::Value {
+    let out = rl(ctx, &["inspect", name]);
+    out.assert_ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect prints JSON");
+    v[0].clone()
+}
+
+fn state_of(ctx: &Ctx, name: &str) -> String {
+    inspect(ctx, name)["State"]["Status"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn detached_run_ps_logs_stop_and_wait() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    let id = run_d(&ctx, &["--name", "web"], &["sh", "-c", "echo hello; echo oops >&2; exec sleep 1000"]);
+    // `run -d` returns once the container runs: ps shows it at once, by name and short id.
+    let ps = rl(&ctx, &["ps", "--format", "{{.ID}} {{.Names}} {{.State}}"]);
+    ps.assert_ok();
+    assert_eq!(ps.stdout_trim(), format!("{} web running", &id[..12]), "{ps}");
+    let pid = inspect(&ctx, "web")["State"]["Pid"].as_i64().unwrap_or(0) as i32;
+    assert!(
+        process(pid).is_some_and(|p| p.argv.first().is_some_and(|a| a.contains("sleep"))),
+        "PID is the container's"
+    );
+
+    assert!(poll_until(|| rl(&ctx, &["logs", "web"]).stdout.contains("hello")), "the log gets the output");
+    let logs = rl(&ctx, &["logs", "web"]);
+    assert_eq!(logs.stdout, "hello\n", "stdout to stdout\n{logs}");
+    assert_eq!(logs.stderr, "oops\n", "stderr to stderr\n{logs}");
+    let stamped = rl(&ctx, &["logs", "-t", "web"]);
+    assert!(stamped.stdout.starts_with("20") && stamped.stdout.contains("Z hello"), "{stamped}");
+
+    // sleep as PID 1 ignores SIGTERM: stop escalates to SIGKILL after -t seconds.
+    let stop = rl(&ctx, &["stop", "-t", "1", "web"]);
+    stop.assert_ok();
+    assert!(process(pid).is_none_or(|p| p.state == 'Z'), "the container's process is gone");
+    let wait = rl(&ctx, &["wait", &id[..12]]);
+    wait.assert_ok();
+    assert_eq!(wait.stdout_trim(), "137", "128+SIGKILL");
+    assert_eq!(state_of(&ctx, "web"), "exited");
+    assert!(rl(&ctx, &["ps", "-q"]).stdout_trim().is_empty(), "ps without -a lists running ones only");
+    assert!(rl(&ctx, &["ps", "-aq"]).stdout_trim() == &id[..12]);
+
+    rl(&ctx, &["rm", "web"]).assert_ok();
+    assert!(ctx.containers().is_empty(), "the record and layer are gone: {:?}", ctx.containers());
+    assert!(ctx.leftover_processes().is_empty(), "{:?}", ctx.leftover_processes());
+}
+
+#[test]
+fn exit_codes_come_through_wait_and_rm_refuses_a_running_one() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    run_d(&ctx, &["--name", "seven"], &["sh", "-c", "exit 7"]);
+    let wait = rl(&ctx, &["wait", "seven"]);
+    assert_eq!(wait.stdout_trim(), "7", "{wait}");
+    assert_eq!(inspect(&ctx, "seven")["State"]["ExitCode"], 7);
+
+    run_d(&ctx, &["--name", "busy"], &["sleep", &ctx.marker]);
+    rl(&ctx, &["rm", "busy"]).assert_error("cannot remove a running container");
+    rl(&ctx, &["rm", "-f", "busy"]).assert_ok();
+    rl(&ctx, &["rm", "nothere"]).assert_error("no such container");
+    assert!(ctx.leftover_processes().is_empty(), "{:?}", ctx.leftover_processes());
+}
+
+#[test]
+fn logs_follow_until_the_container_ends() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    let ctl = ctx.mkdir("ctl");
+    let vol = format!("{}:/ctl", ctl.display());
+    run_d(
+        &ctx,
+        &["--name", "f", "-v", &vol],
+        &["sh", "-c", "echo one; while [ ! -e /ctl/go ]; do sleep 0.05; done; echo two"],
+    );
+    let mut follow = Running::spawn(
+        {
+            let mut c = ctx.rl();
+            c.args(["logs", "-f", "f"]);
+            c
+        },
+        false,
+    );
+    follow.wait_for_line("one");
+    std::fs::write(ctl.join("go"), b"").unwrap();
+    follow.wait_for_line("two");
+    // The container exits after `two`: logs -f ends by itself.
+    let out = follow.finish();
+    out.assert_ok();
+    assert_eq!(out.stdout, "one\ntwo\n");
+}
+
+#[test]
+fn on_failure_restarts_exactly_as_often_as_asked() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    run_d(&ctx, &["--name", "r", "--restart", "on-failure:2"], &["sh", "-c", "echo attempt; exit 3"]);
+    let wait = rl(&ctx, &["wait", "r"]);
+    assert_eq!(wait.stdout_trim(), "3");
+    let info = inspect(&ctx, "r");
+    assert_eq!(info["RestartCount"], 2, "{info}");
+    assert_eq!(info["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+    assert_eq!(rl(&ctx, &["logs", "r"]).stdout, "attempt\nattempt\nattempt\n", "one run and two restarts");
+    // A clean exit is not a failure.
+    run_d(&ctx, &["--name", "ok", "--restart", "on-failure"], &["true"]);
+    rl(&ctx, &["wait", "ok"]).assert_ok();
+    assert_eq!(inspect(&ctx, "ok")["RestartCount"], 0);
+    rl(&ctx, &["run", "--rm", "--restart", "always", "--rootfs", &ctx.rootfs.to_string_lossy(), "true"])
+        .assert_error("--rm");
+}
+
+#[test]
+fn log_rotation_bounds_disk_use() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    let id = run_d(
+        &ctx,
+        &["--name", "flood", "--log-opt", "max-size=4k", "--log-opt", "max-file=2"],
+        &["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line $i of a flood; i=$((i+1)); done"],
+    );
+    assert_eq!(rl(&ctx, &["wait", "flood"]).stdout_trim(), "0");
+    let dir = ctx.store.join("containers").join(&id);
+    let logs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ctr.log"))
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    assert_eq!(logs.len(), 2, "max-file=2 keeps two files: {logs:?}");
+    assert!(logs.iter().sum::<u64>() <= 2 * 4096, "{logs:?}");
+    let out = rl(&ctx, &["logs", "--tail", "1", "flood"]);
+    assert_eq!(out.stdout, "line 2999 of a flood\n", "the newest lines survive");
+}
+
+#[test]
+fn a_killed_monitor_is_noticed_and_takes_the_container_down() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    run_d(&ctx, &["--name", "m"], &["sleep", &ctx.marker]);
+    let info = inspect(&ctx, "m");
+    let monitor = info["State"]["MonitorPid"].as_i64().unwrap_or(0) as i32;
+    let pid = info["State"]["Pid"].as_i64().unwrap_or(0) as i32;
+    assert!(monitor > 0 && process(monitor).is_some(), "{info}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(poll_until(|| process(pid).is_none_or(|p| p.state == 'Z')), "the container dies with its monitor");
+    assert!(poll_until(|| ctx.leftover_processes().is_empty()), "{:?}", ctx.leftover_processes());
+    let after = inspect(&ctx, "m");
+    assert_eq!(after["State"]["Status"], "exited", "{after}");
+    assert!(after["State"]["Error"].as_str().unwrap_or("").contains("monitor"), "{after}");
+    let ps = rl(&ctx, &["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    assert_eq!(ps.stdout_trim(), "m exited");
+}
+
+#[test]
+fn after_a_wiped_runtime_dir_start_runs_it_again() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    let ctl = ctx.mkdir("ctl2");
+    let vol = format!("{}:/ctl", ctl.display());
+    run_d(&ctx, &["--name", "boot", "-v", &vol], &["sh", "-c", "echo run >> /ctl/runs; exec sleep 1000"]);
+    assert!(poll_until(|| std::fs::read_to_string(ctl.join("runs")).is_ok_and(|s| s == "run\n")));
+    // A reboot: every process gone and the run root (a tmpfs) empty.
+    let info = inspect(&ctx, "boot");
+    let pid = info["State"]["Pid"].as_i64().unwrap_or(0) as i32;
+    // The container's parent: rl's stage 1, which cleans up after it.
+    let stage1 = process(pid).map(|p| p.ppid).unwrap_or(0);
+    for key in ["MonitorPid", "Pid"] {
+        let pid = info["State"][key].as_i64().unwrap_or(0) as i32;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(poll_until(|| process(stage1).is_none_or(|p| p.state == 'Z')), "stage 1 finished its cleanup");
+    assert!(poll_until(|| ctx.leftover_processes().is_empty()), "{:?}", ctx.leftover_processes());
+    wipe(&ctx.runroot);
+    assert_eq!(state_of(&ctx, "boot"), "exited");
+    rl(&ctx, &["start", "boot"]).assert_ok();
+    assert_eq!(state_of(&ctx, "boot"), "running");
+    assert!(poll_until(|| std::fs::read_to_string(ctl.join("runs")).is_ok_and(|s| s == "run\nrun\n")));
+    rl(&ctx, &["rm", "-f", "boot"]).assert_ok();
+    assert!(poll_until(|| ctx.leftover_processes().is_empty()), "{:?}", ctx.leftover_processes());
+}
+
+fn wipe(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap_or_else(|err| panic!("wipe {}: {err}", p.display()));
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+}
