@@ -212,3 +212,49 @@ fn wipe(dir: &Path) {
         }
     }
 }
+
+/// `rl attach` as a client with plain pipes: `attach`'s stdin feeds the container and the detach
+/// keys leave it running.
+fn attach(ctx: &Ctx, name: &str) -> Running {
+    let mut c = ctx.rl();
+    c.args(["attach", name]);
+    Running::spawn(c, true)
+}
+
+#[test]
+fn attach_to_interactive_streams_and_detach_with_the_keys() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    run_d(&ctx, &["-i", "--name", "echoer"], &["sh", "-c", "while read l; do echo got $l; echo err $l >&2; done"]);
+    let mut a = attach(&ctx, "echoer");
+    a.write_stdin(b"one\n");
+    a.wait_for_line("got one");
+    // Ctrl-P Ctrl-Q: attach ends, the container goes on.
+    a.write_stdin(b"\x10\x11");
+    let out = a.finish();
+    out.assert_ok();
+    assert_eq!(out.stdout, "got one\n", "{out}");
+    assert!(out.stderr.contains("err one"), "stderr comes back as stderr\n{out}");
+    assert_eq!(state_of(&ctx, "echoer"), "running", "detaching leaves it running");
+    // Attached again, the same shell answers; the log has both streams.
+    let mut b = attach(&ctx, "echoer");
+    b.write_stdin(b"two\n");
+    b.wait_for_line("got two");
+    b.write_stdin(b"\x10\x11");
+    assert_eq!(b.finish().stdout, "got two\n");
+    assert!(rl(&ctx, &["logs", "echoer"]).stdout.contains("got one\ngot two\n"));
+    rl(&ctx, &["rm", "-f", "echoer"]).assert_ok();
+}
+
+#[test]
+fn run_dit_then_attach_gives_the_shell() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    run_d(&ctx, &["-i", "-t", "--name", "shell"], &["sh"]);
+    let mut a = attach(&ctx, "shell");
+    // The pty echoes and runs the line; the shell's exit ends attach with its status.
+    a.feed_stdin(b"echo $((6*7)); exit 5\n".to_vec());
+    let out = a.finish();
+    assert!(out.stdout.contains("42"), "{out}");
+    assert_eq!(out.code(), Some(5), "attach ends with the container's status\n{out}");
+    assert_eq!(state_of(&ctx, "shell"), "exited");
+    rl(&ctx, &["attach", "shell"]).assert_error("not running");
+}

@@ -2,6 +2,7 @@
 //! store locations and hands over to the verb; every error ends as one `Error:` line (plus a
 //! `hint:` line) and exit status 125, or the container's own status.
 
+pub mod attach;
 pub mod format;
 pub mod history;
 pub mod image;
@@ -84,6 +85,8 @@ pub enum Command {
     Ps(ps::PsArgs),
     /// Show a container's output.
     Logs(logs::LogsArgs),
+    /// Attach the terminal to a running container (detach with Ctrl-P Ctrl-Q).
+    Attach(attach::AttachArgs),
     /// Show containers or images as JSON.
     Inspect(inspect::InspectArgs),
     /// Manage containers (ls, ps, rm, prune, inspect, logs, start, stop, kill, wait, rename).
@@ -135,6 +138,7 @@ pub fn main() -> i32 {
         Command::Rename(args) => lifecycle::rename(cli.root, cli.runroot, args),
         Command::Ps(args) => ps::run(cli.root, cli.runroot, args),
         Command::Logs(args) => logs::run(cli.root, cli.runroot, args),
+        Command::Attach(args) => attach::run(cli.root, cli.runroot, args),
         Command::Inspect(args) => inspect::run(cli.root, cli.runroot, args),
         Command::Container(c) => container(cli.root, cli.runroot, c),
         Command::Login(args) => login::login(args),
@@ -177,6 +181,8 @@ pub enum ContainerCommand {
     Rename(lifecycle::RenameArgs),
     /// Show a container's output.
     Logs(logs::LogsArgs),
+    /// Attach to a running container.
+    Attach(attach::AttachArgs),
     /// Show containers as JSON.
     Inspect(inspect::InspectArgs),
     /// Remove every stopped container.
@@ -196,6 +202,7 @@ fn container(root: Option<PathBuf>, runroot: Option<PathBuf>, c: ContainerArgs) 
         ContainerCommand::Rm(a) => lifecycle::rm(root, runroot, a),
         ContainerCommand::Rename(a) => lifecycle::rename(root, runroot, a),
         ContainerCommand::Logs(a) => logs::run(root, runroot, a),
+        ContainerCommand::Attach(a) => attach::run(root, runroot, a),
         ContainerCommand::Inspect(mut a) => {
             a.kind = Some("container".into());
             inspect::run(root, runroot, a)

@@ -152,10 +152,22 @@ fn run_once(
     trimmed: &mut bool,
 ) -> Result<Exit> {
     crate::cli::run::prepare_dirs(cfg)?;
+    let listener = super::attach::listen(&cfg.dirs.run)?;
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the stdout pipe")?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the stderr pipe")?;
-    let how =
-        Spawn { sealed: cfg.process.init, output: Some((Stdio::from(out_w), Stdio::from(err_w))), ..Spawn::default() };
+    // `-i` without a pty: the container reads a pipe that attached clients write to.
+    let (stdin, input) = if cfg.process.stdin && !cfg.process.tty {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the stdin pipe")?;
+        (Stdio::from(r), Some(w))
+    } else {
+        (Stdio::null(), None)
+    };
+    let how = Spawn {
+        stdin,
+        sealed: cfg.process.init,
+        output: Some((Stdio::from(out_w), Stdio::from(err_w))),
+        ..Spawn::default()
+    };
     let stage = Stage1::spawn(&cfg.idmap, Job::Run(Box::new(cfg.clone())), how, || Ok(()))?;
     let running = parent::wait_started(stage)?;
     let mut st = state::load(paths, &cfg.id)?;
@@ -174,18 +186,29 @@ fn run_once(
         trim();
         *trimmed = true;
     }
-    // With a pty, the master carries both streams (as a terminal merges them).
-    let sources: Vec<(OwnedFd, Stream)> = match running.pty.as_ref() {
-        Some(m) => vec![(m.try_clone().context("dup the pty master")?, Stream::Stdout)],
-        None => vec![(out_r, Stream::Stdout), (err_r, Stream::Stderr)],
+    // With a pty, the master carries both streams (as a terminal merges them) and the input.
+    let (sources, input): (Vec<(OwnedFd, Stream)>, Option<OwnedFd>) = match running.pty.as_ref() {
+        Some(m) => (
+            vec![(m.try_clone().context("dup the pty master")?, Stream::Stdout)],
+            Some(m.try_clone().context("dup the pty master")?),
+        ),
+        None => (vec![(out_r, Stream::Stdout), (err_r, Stream::Stderr)], input),
     };
-    let exit = watch(&running, sources, log)?;
+    let mut clients = super::attach::Clients::new(listener, input, running.pty.is_some());
+    let exit = watch(&running, sources, log, &mut clients)?;
+    drop(clients);
+    let _ = std::fs::remove_file(super::attach::socket_path(&cfg.dirs.run));
     running.stage.reap();
     Ok(exit)
 }
 
 /// Logs the container's output until stage 1 reports its exit and the streams end.
-fn watch(running: &parent::Running, sources: Vec<(OwnedFd, Stream)>, log: &mut Writer) -> Result<Exit> {
+fn watch(
+    running: &parent::Running,
+    sources: Vec<(OwnedFd, Stream)>,
+    log: &mut Writer,
+    clients: &mut super::attach::Clients,
+) -> Result<Exit> {
     let chan = &running.stage.chan;
     let mut open: Vec<Option<(OwnedFd, Stream)>> = sources.into_iter().map(Some).collect();
     let mut exit = None;
@@ -204,6 +227,8 @@ fn watch(running: &parent::Running, sources: Vec<(OwnedFd, Stream)>, log: &mut W
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
             }
         }
+        let first_client = fds.len();
+        clients.poll_fds(&mut fds);
         // After the exit, output still in flight is drained; a process the container left
         // behind that keeps a stream open must not keep the monitor forever.
         let timeout = if exit.is_some() { PollTimeout::from(2000u16) } else { PollTimeout::NONE };
@@ -214,6 +239,7 @@ fn watch(running: &parent::Running, sources: Vec<(OwnedFd, Stream)>, log: &mut W
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
+        clients.handle(&ready[first_client..]);
         let mut k = 0;
         if exit.is_none() {
             if ready[0] {
@@ -232,7 +258,10 @@ fn watch(running: &parent::Running, sources: Vec<(OwnedFd, Stream)>, log: &mut W
             let Some((fd, stream)) = &open[i] else { continue };
             match nix::unistd::read(fd.as_fd(), &mut buf) {
                 Ok(0) | Err(Errno::EIO) => open[i] = None,
-                Ok(n) => log.write(*stream, &buf[..n], state::now_ns())?,
+                Ok(n) => {
+                    log.write(*stream, &buf[..n], state::now_ns())?;
+                    clients.send(*stream, &buf[..n]);
+                }
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
                 Err(e) => return Err(e).context("read the container's output"),
             }

@@ -2,6 +2,7 @@
 //! per-container monitor): forward signals to its PID 1, relay the pty and the window size, and
 //! wait for stage 1 to report the exit. One poll loop over fds, single-threaded, no sleeps.
 
+pub mod attach;
 pub mod detached;
 pub mod log;
 

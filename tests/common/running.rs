@@ -153,6 +153,12 @@ impl Running {
         });
     }
 
+    /// Writes `data` to rl's stdin and keeps it open (small writes: a pipe buffer holds them).
+    pub fn write_stdin(&mut self, data: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("spawned with stdin");
+        stdin.write_all(data).and_then(|()| stdin.flush()).expect("write to rl's stdin");
+    }
+
     pub fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.pid()), sig).unwrap_or_else(|e| panic!("kill -{sig} rl: {e}"));
     }
