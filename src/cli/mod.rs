@@ -2,10 +2,14 @@
 //! store locations and hands over to the verb; every error ends as one `Error:` line (plus a
 //! `hint:` line) and exit status 125, or the container's own status.
 
+pub mod commit;
+pub mod cp;
+pub mod export;
 pub mod format;
 pub mod history;
 pub mod image;
 pub mod images;
+pub mod import;
 pub mod load;
 pub mod login;
 pub mod pull;
@@ -58,6 +62,14 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Manage images (ls, rm, inspect, prune, tag, history, pull, push, save, load).
     Image(image::ImageArgs),
+    /// Make an image of a stopped container's changes on top of its image.
+    Commit(commit::CommitArgs),
+    /// Copy files between a stopped container and the host.
+    Cp(cp::CpArgs),
+    /// Write a stopped container's filesystem as a tar.
+    Export(export::ExportArgs),
+    /// Make a one-layer image of a filesystem tar.
+    Import(import::ImportArgs),
     /// Manage rl (df: disk usage).
     System(system::SystemArgs),
     /// Log in to a registry (credentials go to auth.json).
@@ -92,6 +104,10 @@ pub fn main() -> i32 {
         Command::Save(args) => save::run(cli.root, cli.runroot, args),
         Command::Load(args) => load::run(cli.root, cli.runroot, args),
         Command::Image(args) => image::run(cli.root, cli.runroot, args),
+        Command::Commit(args) => commit::run(cli.root, cli.runroot, args),
+        Command::Cp(args) => cp::run(cli.root, cli.runroot, args),
+        Command::Export(args) => export::run(cli.root, cli.runroot, args),
+        Command::Import(args) => import::run(cli.root, cli.runroot, args),
         Command::System(args) => system::run(cli.root, cli.runroot, args),
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),

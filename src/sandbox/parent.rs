@@ -72,7 +72,7 @@ fn namespaces(job: &Job) -> &'static [(&'static str, libc::c_int)] {
     ];
     match job {
         Job::Run(_) => &RUN,
-        Job::RemoveTree(_) | Job::Unpack(_) | Job::Export(_) => &RUN[..1],
+        Job::RemoveTree(_) | Job::Unpack(_) | Job::Export(_) | Job::ContainerFs(_) => &RUN[..1],
     }
 }
 
