@@ -310,23 +310,44 @@ fn cp_errors_are_clear() {
 }
 
 #[test]
-fn a_running_container_is_refused() {
+fn cp_and_export_with_a_running_container() {
     let Some((ctx, reg)) = registry_ctx() else { return };
     let busybox = format!("{reg}/test/busybox:latest");
     rl(&ctx, &["pull", "-q", &busybox]).assert_ok();
+    let host = ctx.mkdir("host");
+    let h = host.to_string_lossy().into_owned();
     let mut c = ctx.rl();
-    c.args(["run", "--name", "busy", &busybox, "sleep", &ctx.marker]);
-    let run = Running::spawn(c, false);
-    let state = || {
+    // The container waits for a line on stdin, then shows what was copied in meanwhile.
+    let script =
+        format!("echo made >/made && ln -s / /escape && mkdir -p {h} && echo ready && read line && cat /in {h}/in");
+    c.args(["run", "-i", "--name", "busy", &busybox, "sh", "-c", &script]);
+    let mut run = Running::spawn(c, true);
+    run.wait_for_line("ready");
+    let running = || {
         ctx.containers()
             .iter()
             .any(|d| std::fs::read_to_string(d.join("state.json")).is_ok_and(|s| s.contains("\"running\"")))
     };
-    assert!(poll_until(state), "the container never ran\n{}", run.dump());
-    let dest = ctx.dir.join("x");
-    rl(&ctx, &["cp", "busy:/etc/passwd", &dest.to_string_lossy()]).assert_error("running");
-    rl(&ctx, &["export", "-o", &dest.to_string_lossy(), "busy"]).assert_error("running");
+    assert!(poll_until(running), "the container never ran\n{}", run.dump());
+
+    let dest = ctx.dir.join("made");
+    rl(&ctx, &["cp", "busy:/made", &dest.to_string_lossy()]).assert_ok();
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "made\n");
+    let src = ctx.dir.join("in");
+    std::fs::write(&src, "copied in\n").unwrap();
+    rl(&ctx, &["cp", &src.to_string_lossy(), "busy:/in"]).assert_ok();
+    rl(&ctx, &["cp", &src.to_string_lossy(), &format!("busy:/escape{h}/in")]).assert_ok();
+    assert!(!host.join("in").exists(), "a file appeared on the host");
+    let tar = ctx.dir.join("busy.tar");
+    rl(&ctx, &["export", "-o", &tar.to_string_lossy(), "busy"]).assert_ok();
+    let names = tar_names(&std::fs::read(&tar).unwrap());
+    assert!(names.iter().any(|n| n == "made") && names.iter().any(|n| n == "in"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("proc/") && n.len() > 5), "/proc is left out: {names:?}");
     rl(&ctx, &["commit", "busy"]).assert_error("running");
-    run.signal(nix::sys::signal::Signal::SIGKILL);
-    run.finish();
+
+    run.feed_stdin(b"go\n".to_vec());
+    let out = run.finish();
+    out.assert_ok();
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), ["ready", "copied in", "copied in"], "{out}");
+    assert!(ctx.leftover_processes().is_empty(), "{:?}", ctx.leftover_processes());
 }

@@ -39,10 +39,11 @@ pub struct CommitArgs {
 pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: CommitArgs) -> Result<i32> {
     let names = super::import::names(args.reference.as_deref())?;
     let paths = Paths::resolve(root, runroot)?;
-    let cfg = super::cp::stopped(&paths, &args.container, "commit")?;
+    let t = super::cp::stopped(&paths, &args.container, "commit")?;
+    let cfg = &t.cfg;
     let plan = super::run::id_maps(UsernsMode::Root, true)?;
     let opts = commit::Options { message: args.message, author: args.author, changes: args.change, names };
-    let id = commit::commit(&paths, &plan, &cfg, &opts).with_context(|| format!("commit container `{}`", cfg.name))?;
+    let id = commit::commit(&paths, &plan, &t, &opts).with_context(|| format!("commit container `{}`", cfg.name))?;
     println!("{id}");
     Ok(0)
 }

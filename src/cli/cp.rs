@@ -1,5 +1,5 @@
 //! `rl cp [-a] [-L] CONTAINER:SRC DEST|-` and `rl cp SRC|- CONTAINER:DEST`: files between the
-//! host and a stopped container, as `docker cp` places them (into a directory that exists, else
+//! host and a container, running or stopped, as `docker cp` places them (into a directory that exists, else
 //! as the named path; `SRC/.` copies a directory's contents; `-` is a tar stream on
 //! stdin/stdout). The container side runs in stage 1 ([`crate::sandbox::copy`]): paths resolve
 //! inside the container's root, symlinks included. The host side runs here, as the user: files
@@ -16,9 +16,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use tar::{EntryType, Header};
 
-use crate::config::ContainerConfig;
 use crate::hint::with_fix;
-use crate::sandbox::copy::{self, FsJob, Mounting, Top};
+use crate::sandbox::copy::{self, FsJob, Target, Top};
 use crate::state;
 use crate::store::{unpack, Paths};
 
@@ -45,14 +44,14 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: CpArgs) -> Res
         (Some(_), Some(_)) => bail!("cp: copying between containers is not supported; copy through the host"),
         (None, None) => bail!("cp: name a container on one side: `CONTAINER:PATH`"),
         (Some((c, src)), None) => {
-            let cfg = stopped(&paths, c, "copy from")?;
-            copy_out(&paths, &cfg, src, &args.dest, args.follow_link)
-                .with_context(|| format!("copy `{src}` from container `{}`", cfg.name))?;
+            let t = Target::find(&paths, c)?;
+            copy_out(&t, src, &args.dest, args.follow_link)
+                .with_context(|| format!("copy `{src}` from container `{}`", t.cfg.name))?;
         }
         (None, Some((c, dest))) => {
-            let cfg = stopped(&paths, c, "copy into")?;
-            copy_in(&paths, &cfg, &args.src, dest, &args)
-                .with_context(|| format!("copy `{}` into container `{}`", args.src, cfg.name))?;
+            let t = Target::find(&paths, c)?;
+            copy_in(&t, &args.src, dest, &args)
+                .with_context(|| format!("copy `{}` into container `{}`", args.src, t.cfg.name))?;
         }
     }
     Ok(0)
@@ -66,20 +65,15 @@ fn container_path(arg: &str) -> Option<(&str, &str)> {
 }
 
 /// The container `query` names, refusing one that runs (`verb` says what was to be done).
-pub fn stopped(paths: &Paths, query: &str, verb: &str) -> Result<ContainerConfig> {
-    let (cfg, st) = state::find(paths, query)?;
-    if super::rmi::running(&st) {
+pub fn stopped(paths: &Paths, query: &str, verb: &str) -> Result<Target> {
+    let t = Target::find(paths, query)?;
+    if t.pid.is_some() {
         return Err(with_fix(
-            format!("{verb} container `{query}`: it is running, and rl works only on stopped containers for now"),
+            format!("{verb} container `{query}`: it is running, and rl has no way to pause it"),
             "wait for it to exit, then run the command again",
         ));
     }
-    Ok(cfg)
-}
-
-/// A fresh mount point for a container's overlay in the run root; removed by `cleanup`.
-pub fn mount_point(paths: &Paths) -> Result<PathBuf> {
-    crate::store::images::tempdir_in(&paths.runroot.join("fs"), "mnt")
+    Ok(t)
 }
 
 fn max_inside(maps: &[crate::userns::IdMapping]) -> u32 {
@@ -94,33 +88,29 @@ fn contents_of(path: &str) -> (&str, bool) {
     }
 }
 
-fn copy_out(paths: &Paths, cfg: &ContainerConfig, src: &str, dest: &str, follow: bool) -> Result<()> {
+fn copy_out(t: &Target, src: &str, dest: &str, follow: bool) -> Result<()> {
     let (src_path, contents) = contents_of(src);
     // Docker resolves a relative path against the container's root.
     let abs = format!("/{}", src_path.trim_start_matches('/'));
     let contents = contents || copy::split(&abs).is_none();
     let top = copy::split(&abs).map(|(_, n)| n.to_string()).unwrap_or_default();
-    let at = mount_point(paths)?;
-    let job = FsJob::CopyOut { mount: Mounting::of(cfg, &at), path: abs.clone(), follow, contents };
+    let job = FsJob::CopyOut { mount: t.mounting(), path: abs.clone(), follow, contents };
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create a pipe")?;
-    let result = if dest == "-" {
+    if dest == "-" {
         if std::io::stdout().is_terminal() {
-            let _ = std::fs::remove_dir(&at);
             return Err(with_fix(
                 "cp: refusing to write a tar stream to a terminal",
                 "redirect it: `rl cp CONTAINER:PATH - > FILE`",
             ));
         }
-        copy::run_job(cfg, job, w, || {
+        t.run_job(job, w, || {
             let mut out = std::io::stdout().lock();
             std::io::copy(&mut File::from(r), &mut out).context("write to stdout")?;
             out.flush().context("write to stdout")
         })
     } else {
-        copy::run_job(cfg, job, w, || place(File::from(r), Path::new(dest), (!contents).then_some(top.as_str())))
-    };
-    let _ = std::fs::remove_dir(&at);
-    result
+        t.run_job(job, w, || place(File::from(r), Path::new(dest), (!contents).then_some(top.as_str())))
+    }
 }
 
 /// Extracts a tar on the host at `dest`, as `docker cp` places it (see the module doc).
@@ -176,10 +166,10 @@ fn place(tar: File, dest: &Path, top: Option<&str>) -> Result<()> {
     placed
 }
 
-fn copy_in(paths: &Paths, cfg: &ContainerConfig, src: &str, dest: &str, args: &CpArgs) -> Result<()> {
+fn copy_in(t: &Target, src: &str, dest: &str, args: &CpArgs) -> Result<()> {
     let abs = format!("/{}", dest.trim_start_matches('/'));
     let abs = if dest.ends_with('/') && !abs.ends_with('/') { abs + "/" } else { abs };
-    let (max_uid, max_gid) = (max_inside(&cfg.idmap.uid), max_inside(&cfg.idmap.gid));
+    let (max_uid, max_gid) = (max_inside(&t.cfg.idmap.uid), max_inside(&t.cfg.idmap.gid));
     if src == "-" {
         if std::io::stdin().is_terminal() {
             return Err(with_fix(
@@ -188,11 +178,8 @@ fn copy_in(paths: &Paths, cfg: &ContainerConfig, src: &str, dest: &str, args: &C
             ));
         }
         let stdin: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned().context("duplicate stdin")?;
-        let at = mount_point(paths)?;
-        let job = FsJob::CopyIn { mount: Mounting::of(cfg, &at), path: abs, top: None, max_uid, max_gid };
-        let result = copy::run_job(cfg, job, stdin, || Ok(()));
-        let _ = std::fs::remove_dir(&at);
-        return result;
+        let job = FsJob::CopyIn { mount: t.mounting(), path: abs, top: None, max_uid, max_gid };
+        return t.run_job(job, stdin, || Ok(()));
     }
     let (src_path, contents) = contents_of(src);
     let src_path = Path::new(src_path);
@@ -208,10 +195,9 @@ fn copy_in(paths: &Paths, cfg: &ContainerConfig, src: &str, dest: &str, args: &C
         (true, _) => None,
     };
     let owners = Owners { keep: args.archive };
-    let at = mount_point(paths)?;
-    let job = FsJob::CopyIn { mount: Mounting::of(cfg, &at), path: abs, top: top.clone(), max_uid, max_gid };
+    let job = FsJob::CopyIn { mount: t.mounting(), path: abs, top: top.clone(), max_uid, max_gid };
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create a pipe")?;
-    let result = copy::run_job(cfg, job, r, || {
+    t.run_job(job, r, || {
         let mut tar = tar::Builder::new(BufWriter::with_capacity(256 << 10, File::from(w)));
         match &top {
             Some(t) => add_tree(&mut tar, src_path, &meta, t.name.as_bytes(), owners, args.follow_link)?,
@@ -219,9 +205,7 @@ fn copy_in(paths: &Paths, cfg: &ContainerConfig, src: &str, dest: &str, args: &C
         }
         let mut out = tar.into_inner().context("finish the tar stream")?;
         out.flush().context("pass the files to the container")
-    });
-    let _ = std::fs::remove_dir(&at);
-    result
+    })
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -1,8 +1,9 @@
-//! `rl export [-o FILE] CONTAINER`: a stopped container's whole filesystem — its image's layers
+//! `rl export [-o FILE] CONTAINER`: a container's whole filesystem — its image's layers
 //! with its changes on top, as the container sees it — as one tar, to FILE (written beside it and
-//! renamed when complete) or to stdout, but never to a terminal. Stage 1 mounts the overlay
-//! read-only in a private mount namespace and walks it ([`crate::sandbox::copy`]); owners are the
-//! container's ids. `rl import` turns the tar back into an image.
+//! renamed when complete) or to stdout, but never to a terminal. For a stopped container stage 1
+//! mounts the overlay read-only in a private mount namespace; a running one it joins
+//! ([`crate::sandbox::copy`]). Either way the walk stays on the root filesystem (volumes and
+//! /proc are left out) and owners are the container's ids. `rl import` turns the tar back into an image.
 
 use std::fs::File;
 use std::io::{IsTerminal, Write};
@@ -12,7 +13,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::hint::with_fix;
-use crate::sandbox::copy::{self, FsJob, Mounting};
+use crate::sandbox::copy::{FsJob, Target};
 use crate::store::Paths;
 
 #[derive(Debug, Args)]
@@ -34,20 +35,18 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: ExportArgs) ->
         ));
     }
     let paths = Paths::resolve(root, runroot)?;
-    let cfg = super::cp::stopped(&paths, &args.container, "export")?;
-    let at = super::cp::mount_point(&paths)?;
-    let job = FsJob::Export { mount: Mounting::of(&cfg, &at) };
+    let t = Target::find(&paths, &args.container)?;
+    let job = FsJob::Export { mount: t.mounting() };
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create a pipe")?;
     let result = match &args.output {
-        None => copy::run_job(&cfg, job, w, || {
+        None => t.run_job(job, w, || {
             let mut out = std::io::stdout().lock();
             std::io::copy(&mut File::from(r), &mut out).context("write to stdout")?;
             out.flush().context("write to stdout")
         }),
-        Some(path) => copy::run_job(&cfg, job, w, || write_beside(path, File::from(r))),
+        Some(path) => t.run_job(job, w, || write_beside(path, File::from(r))),
     };
-    let _ = std::fs::remove_dir(&at);
-    result.with_context(|| format!("export container `{}`", cfg.name))?;
+    result.with_context(|| format!("export container `{}`", t.cfg.name))?;
     Ok(0)
 }
 

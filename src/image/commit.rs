@@ -26,8 +26,7 @@ use serde_json::{json, Map, Value};
 use super::digest::{self, HashingWriter};
 use super::manifest::{Compression, Platform};
 use super::pull::{unpack_layers, Incoming};
-use crate::config::ContainerConfig;
-use crate::sandbox::copy::{self, FsJob};
+use crate::sandbox::copy::{FsJob, Target};
 use crate::store::images::{self, ImageRecord};
 use crate::store::Paths;
 use crate::userns::MapPlan;
@@ -95,7 +94,8 @@ fn store_layer(paths: &Paths, plan: &MapPlan, layer: &Spooled, what: &str) -> Re
 }
 
 /// `rl commit`: a new image from stopped container `cfg`; returns its id.
-pub fn commit(paths: &Paths, plan: &MapPlan, cfg: &ContainerConfig, opts: &Options) -> Result<String> {
+pub fn commit(paths: &Paths, plan: &MapPlan, target: &Target, opts: &Options) -> Result<String> {
+    let cfg = &target.cfg;
     let Some(image) = &cfg.image else {
         return Err(crate::hint::with_fix(
             format!("container `{}`: made from a root filesystem directory, not an image", cfg.name),
@@ -114,7 +114,8 @@ pub fn commit(paths: &Paths, plan: &MapPlan, cfg: &ContainerConfig, opts: &Optio
     let result = (|| {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create a layer pipe")?;
         let job = FsJob::Upper { upper: cfg.dirs.upper.clone() };
-        let layer = copy::run_job(cfg, job, w, || spool(File::from(r), &work.join("layer.tar")))
+        let layer = target
+            .run_job(job, w, || spool(File::from(r), &work.join("layer.tar")))
             .with_context(|| format!("container `{}`: export its changes", cfg.name))?;
         let what = format!("container {}", cfg.name);
         store_layer(paths, plan, &layer, &what)?;

@@ -1,7 +1,9 @@
-//! Moving files in and out of a stopped container's filesystem: the stage-1 side of `rl cp`,
-//! `rl export` and `rl commit`, and the parent helper that starts it.
+//! Moving files in and out of a container's filesystem: the stage-1 side of `rl cp`,
+//! `rl export` and `rl commit`, and the parent helper ([`Target`]) that starts it.
 //!
-//! Stage 1 runs in a fresh user namespace with the container's own id maps, so files owned by
+//! For a running container, stage 1 joins its namespaces ([`Stage1::join`]): its `/` is then the
+//! container's root, with the container's own mounts (volumes included, as with `docker cp`).
+//! For a stopped one, stage 1 runs in a fresh user namespace with the container's own id maps, so files owned by
 //! subordinate ids are readable and writable, and `stat(2)` shows the owners the container sees.
 //! For the merged view (cp, export) it unshares a private mount namespace and mounts the
 //! container's overlay there — the same upper, work and lower dirs as `rl run` — on a mount point
@@ -19,7 +21,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -30,12 +32,15 @@ use nix::fcntl::{openat, openat2, readlinkat, AtFlags, OFlag, OpenHow, ResolveFl
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tar::{EntryType, Header};
 
 use super::msg::{Job, Msg};
 use super::parent::{Spawn, Stage1};
 use crate::config::{ContainerConfig, Dirs, OverlayBackend};
+use crate::state::{State, Status};
+use crate::store::Paths;
 use crate::store::{export, unpack};
 
 /// Bind-mount targets rl creates in an upper dir; left out of commits and exports when empty.
@@ -47,12 +52,12 @@ pub enum FsJob {
     /// Write the upper dir as an OCI layer tar (commit).
     Upper { upper: PathBuf },
     /// Write the merged rootfs as a tar (export).
-    Export { mount: Mounting },
+    Export { mount: Option<Mounting> },
     /// Write `path` as a tar whose one top entry is its base name, or, with `contents`, the
     /// entries of the directory itself (`SRC/.`). `follow`: resolve a final symlink too.
-    CopyOut { mount: Mounting, path: String, follow: bool, contents: bool },
+    CopyOut { mount: Option<Mounting>, path: String, follow: bool, contents: bool },
     /// Extract the tar read from the fd at `path` (see [`copy_in`]).
-    CopyIn { mount: Mounting, path: String, top: Option<Top>, max_uid: u32, max_gid: u32 },
+    CopyIn { mount: Option<Mounting>, path: String, top: Option<Top>, max_uid: u32, max_gid: u32 },
 }
 
 /// The top entry of a tar copied in: its name, and whether it is a directory.
@@ -62,34 +67,79 @@ pub struct Top {
     pub dir: bool,
 }
 
-/// The container's overlay and where to mount it.
+/// The container's overlay and where to mount it; `None` in a job for a running container,
+/// whose mount namespace stage 1 has joined (its root is the container's).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Mounting {
     pub dirs: Dirs,
     pub backend: OverlayBackend,
 }
 
-impl Mounting {
-    /// The container's overlay, mounted at `at` instead of its usual merged dir.
-    pub fn of(cfg: &ContainerConfig, at: &Path) -> Mounting {
-        Mounting { dirs: Dirs { merged: at.to_path_buf(), ..cfg.dirs.clone() }, backend: cfg.overlay }
+/// Parent side: a container whose filesystem a job works on. A stopped one gets a fresh mount
+/// point in the run root (removed on drop); a running one is joined.
+pub struct Target {
+    pub cfg: ContainerConfig,
+    /// The container's PID 1 on the host, while it runs.
+    pub pid: Option<Pid>,
+    at: Option<PathBuf>,
+}
+
+impl Target {
+    /// The container `query` names (a name, id or unique id prefix).
+    pub fn find(paths: &Paths, query: &str) -> Result<Target> {
+        let (cfg, st) = crate::state::find(paths, query)?;
+        let pid = match st {
+            Some(State { status: Status::Running, pid: Some(pid), .. })
+                if Path::new(&format!("/proc/{pid}")).exists() =>
+            {
+                Some(Pid::from_raw(pid))
+            }
+            _ => None,
+        };
+        let at = match pid {
+            Some(_) => None,
+            None => Some(crate::store::images::tempdir_in(&paths.runroot.join("fs"), "mnt")?),
+        };
+        Ok(Target { cfg, pid, at })
+    }
+
+    /// How stage 1 reaches the merged rootfs: `None` when it joins the running container.
+    pub fn mounting(&self) -> Option<Mounting> {
+        let at = self.at.as_ref()?;
+        Some(Mounting { dirs: Dirs { merged: at.clone(), ..self.cfg.dirs.clone() }, backend: self.cfg.overlay })
+    }
+
+    /// Runs `job` in stage 1 with `fd` as its stream — in a new user namespace with the
+    /// container's maps, or in the running container's namespaces — while `io` reads or writes
+    /// the other end here. Stage 1's error comes before `io`'s (a broken pipe is only its echo).
+    pub fn run_job<T>(&self, job: FsJob, fd: OwnedFd, io: impl FnOnce() -> Result<T>) -> Result<T> {
+        let job = Job::ContainerFs(job);
+        let stage = match self.pid {
+            // Sealed: this rl process enters the container's namespaces (CVE-2019-5736).
+            Some(pid) => Stage1::join(pid, job, Spawn { stdin: Stdio::null(), sealed: true, fds: vec![fd] })?,
+            None => {
+                let how = Spawn { stdin: Stdio::null(), sealed: false, fds: vec![fd] };
+                Stage1::spawn(&self.cfg.idmap, job, how, || Ok(()))?
+            }
+        };
+        let done = io();
+        let reply = stage.expect_msg();
+        let outcome = match reply {
+            Ok(Msg::Done) => done,
+            Ok(other) => Err(stage.fail(other)),
+            Err(e) => Err(e),
+        };
+        stage.reap();
+        outcome
     }
 }
 
-/// Parent side: runs `job` for container `cfg` in stage 1 with `fd` as its stream; `io` runs
-/// meanwhile (reading or writing the other end) and its error comes after stage 1's own.
-pub fn run_job<T>(cfg: &ContainerConfig, job: FsJob, fd: OwnedFd, io: impl FnOnce() -> Result<T>) -> Result<T> {
-    let how = Spawn { stdin: Stdio::null(), sealed: false, fds: vec![fd] };
-    let stage = Stage1::spawn(&cfg.idmap, Job::ContainerFs(job), how, || Ok(()))?;
-    let done = io();
-    let reply = stage.expect_msg();
-    let outcome = match reply {
-        Ok(Msg::Done) => done,
-        Ok(other) => Err(stage.fail(other)),
-        Err(e) => Err(e),
-    };
-    stage.reap();
-    outcome
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(at) = &self.at {
+            let _ = std::fs::remove_dir(at);
+        }
+    }
 }
 
 /// Stage 1's side of a job.
@@ -101,19 +151,19 @@ pub fn run(job: &FsJob, fds: Vec<OwnedFd>) -> Result<()> {
             let out = BufWriter::with_capacity(256 << 10, File::from(fd));
             export::export(upper, out, &opts).map(drop)
         }
-        FsJob::Export { mount } => with_mount(mount, true, |root| {
+        FsJob::Export { mount } => with_mount(mount.as_ref(), true, |root| {
             let opts = export::Options { skip_empty: GENERATED.iter().map(|s| s.to_string()).collect() };
             let out = BufWriter::with_capacity(256 << 10, File::from(fd));
-            let summary = export::export(&proc_path(&root), out, &opts)?;
+            let summary = export::export(&enter(&root)?, out, &opts)?;
             for w in summary.warnings {
                 eprintln!("warning: {w}");
             }
             Ok(())
         }),
         FsJob::CopyOut { mount, path, follow, contents } => {
-            with_mount(mount, true, |root| copy_out(&root, path, *follow, *contents, File::from(fd)))
+            with_mount(mount.as_ref(), true, |root| copy_out(&root, path, *follow, *contents, File::from(fd)))
         }
-        FsJob::CopyIn { mount, path, top, max_uid, max_gid } => with_mount(mount, false, |root| {
+        FsJob::CopyIn { mount, path, top, max_uid, max_gid } => with_mount(mount.as_ref(), false, |root| {
             let opts = unpack::Options { max_uid: *max_uid, max_gid: *max_gid, apply_owners: true };
             copy_in(&root, path, top.as_ref(), File::from(fd), &opts)
         }),
@@ -121,7 +171,13 @@ pub fn run(job: &FsJob, fds: Vec<OwnedFd>) -> Result<()> {
 }
 
 /// Mounts the overlay in a private mount namespace, runs `work` on an fd of its root, unmounts.
-fn with_mount<T>(m: &Mounting, read_only: bool, work: impl FnOnce(OwnedFd) -> Result<T>) -> Result<T> {
+/// Without `m`, stage 1 is in the running container's mount namespace: its `/` is the root.
+fn with_mount<T>(m: Option<&Mounting>, read_only: bool, work: impl FnOnce(OwnedFd) -> Result<T>) -> Result<T> {
+    let Some(m) = m else {
+        let root = openat(AT_FDCWD, "/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| anyhow!("open the container's root: {}", e.desc()))?;
+        return work(root);
+    };
     unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .context("make the mounts private")?;
@@ -143,9 +199,12 @@ fn with_mount<T>(m: &Mounting, read_only: bool, work: impl FnOnce(OwnedFd) -> Re
     Ok(value)
 }
 
-/// `/proc/self/fd/N`: how code that opens by path reaches a directory already resolved.
-fn proc_path(fd: &impl AsRawFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+/// Makes the directory `fd` (already resolved) the working directory and returns `.`: how code
+/// that opens by path reaches it. Not `/proc/self/fd/N`: in a running container's mount
+/// namespace /proc belongs to a pid namespace stage 1 is not in, so it has no `self`.
+fn enter(fd: &OwnedFd) -> Result<PathBuf> {
+    nix::unistd::fchdir(fd).map_err(|e| anyhow!("enter the resolved directory: {}", e.desc()))?;
+    Ok(PathBuf::from("."))
 }
 
 /// Opens `path` (inside the container) relative to `root` as if `root` were `/`.
@@ -176,7 +235,7 @@ fn copy_out(root: &OwnedFd, path: &str, follow: bool, contents: bool, out: File)
     let out = BufWriter::with_capacity(256 << 10, out);
     let Some((dir, name)) = split(path).filter(|_| !contents) else {
         let fd = open_in_root(root, path, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(|e| errno_text(path, e))?;
-        return export::export(&proc_path(&fd), out, &export::Options::default()).map(drop);
+        return export::export(&enter(&fd)?, out, &export::Options::default()).map(drop);
     };
     if name == ".." || name == "." {
         bail!("`{path}`: name the file or directory itself");
@@ -194,7 +253,12 @@ fn copy_out(root: &OwnedFd, path: &str, follow: bool, contents: bool, out: File)
     let top = name.as_bytes();
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => {
-            let fd = reopen(&at, leaf, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(|e| errno_text(path, e))?;
+            let fd =
+                reopen(root, path, &at, leaf, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(|e| errno_text(path, e))?;
+            if fstat(&fd).map(|n| (n.st_dev, n.st_ino)) != Ok((st.st_dev, st.st_ino)) {
+                bail!("`{path}`: replaced while being read");
+            }
+            let here = enter(&fd)?;
             append(&mut tar, header(EntryType::Directory, &st), &[top, b"/"].concat(), None, io::empty())?;
             // The export walk writes the directory's entries without a prefix; they are
             // re-labelled under the top name as they stream through a pipe.
@@ -202,7 +266,7 @@ fn copy_out(root: &OwnedFd, path: &str, follow: bool, contents: bool, out: File)
             let exported = std::thread::scope(|s| {
                 let walker = s.spawn(move || {
                     let w = BufWriter::with_capacity(256 << 10, File::from(w));
-                    export::export(&proc_path(&fd), w, &export::Options::default())
+                    export::export(&here, w, &export::Options::default())
                 });
                 let relabelled = relabel(File::from(r), &mut tar, top);
                 let walked = walker.join().unwrap_or_else(|_| Err(anyhow!("the export thread panicked")));
@@ -211,7 +275,8 @@ fn copy_out(root: &OwnedFd, path: &str, follow: bool, contents: bool, out: File)
             exported.with_context(|| format!("copy `{path}`"))?;
         }
         libc::S_IFREG => {
-            let fd = reopen(&at, leaf, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(|e| errno_text(path, e))?;
+            let fd =
+                reopen(root, path, &at, leaf, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(|e| errno_text(path, e))?;
             let now = fstat(&fd).map_err(|e| errno_text(path, e))?;
             if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
                 bail!("`{path}`: replaced while being read");
@@ -240,13 +305,13 @@ fn stat_at(at: &OwnedFd, leaf: &OsStr) -> nix::Result<FileStat> {
     }
 }
 
-/// Opens `leaf` in `at` without following it, or reopens `at` itself (an O_PATH fd) for real.
-fn reopen(at: &OwnedFd, leaf: &OsStr, flags: OFlag) -> nix::Result<OwnedFd> {
-    let flags = flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+/// Opens `leaf` in `at` without following it; with no leaf (`-L`), resolves `path` in `root`
+/// again (the caller compares the inode with the one it stat'ed).
+fn reopen(root: &OwnedFd, path: &str, at: &OwnedFd, leaf: &OsStr, flags: OFlag) -> nix::Result<OwnedFd> {
     if leaf.is_empty() {
-        openat(AT_FDCWD, &proc_path(at), flags - OFlag::O_NOFOLLOW, Mode::empty())
+        open_in_root(root, path, flags)
     } else {
-        openat(at, leaf, flags, Mode::empty())
+        openat(at, leaf, flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
     }
 }
 
@@ -342,7 +407,7 @@ fn relabel<W: Write>(input: impl Read, tar: &mut tar::Builder<W>, top: &[u8]) ->
 fn copy_in(root: &OwnedFd, path: &str, top: Option<&Top>, input: File, opts: &unpack::Options) -> Result<()> {
     let input = io::BufReader::with_capacity(256 << 10, input);
     let unpack_into = |dir: &OwnedFd, input| -> Result<()> {
-        let report = unpack::unpack(input, &proc_path(dir), opts)?;
+        let report = unpack::unpack(input, &enter(dir)?, opts)?;
         for w in &report.warnings {
             eprintln!("warning: {w}");
         }
@@ -385,7 +450,7 @@ fn copy_in(root: &OwnedFd, path: &str, top: Option<&Top>, input: File, opts: &un
         unpack_into(&t, input)?;
         nix::fcntl::renameat(&t, top.name.as_str(), &parent, name).map_err(|e| errno_text(path, e))
     })();
-    let cleaned = super::remove_tree(&proc_path(&parent).join(&tmp));
+    let cleaned = enter(&parent).and_then(|here| super::remove_tree(&here.join(&tmp)));
     staged?;
     cleaned
 }
