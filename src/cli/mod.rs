@@ -3,10 +3,14 @@
 //! `hint:` line) and exit status 125, or the container's own status.
 
 pub mod attach;
+pub mod commit;
+pub mod cp;
+pub mod export;
 pub mod format;
 pub mod history;
 pub mod image;
 pub mod images;
+pub mod import;
 pub mod inspect;
 pub mod lifecycle;
 pub mod load;
@@ -63,6 +67,14 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Manage images (ls, rm, inspect, prune, tag, history, pull, push, save, load).
     Image(image::ImageArgs),
+    /// Make an image of a stopped container's changes on top of its image.
+    Commit(commit::CommitArgs),
+    /// Copy files between a stopped container and the host.
+    Cp(cp::CpArgs),
+    /// Write a stopped container's filesystem as a tar.
+    Export(export::ExportArgs),
+    /// Make a one-layer image of a filesystem tar.
+    Import(import::ImportArgs),
     /// Manage rl (df: disk usage).
     System(system::SystemArgs),
     /// Create a container without starting it.
@@ -127,6 +139,10 @@ pub fn main() -> i32 {
         Command::Save(args) => save::run(cli.root, cli.runroot, args),
         Command::Load(args) => load::run(cli.root, cli.runroot, args),
         Command::Image(args) => image::run(cli.root, cli.runroot, args),
+        Command::Commit(args) => commit::run(cli.root, cli.runroot, args),
+        Command::Cp(args) => cp::run(cli.root, cli.runroot, args),
+        Command::Export(args) => export::run(cli.root, cli.runroot, args),
+        Command::Import(args) => import::run(cli.root, cli.runroot, args),
         Command::System(args) => system::run(cli.root, cli.runroot, args),
         Command::Create(args) => run::create(cli.root, cli.runroot, *args),
         Command::Start(args) => lifecycle::start(cli.root, cli.runroot, args),

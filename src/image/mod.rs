@@ -8,6 +8,7 @@ pub mod archive;
 pub mod archive_load;
 pub mod archive_save;
 pub mod auth;
+pub mod commit;
 pub mod digest;
 pub mod layer_export;
 pub mod manifest;

@@ -6,6 +6,7 @@
 //! [`mounts`] (the mount plan), [`caps`], [`user`], [`seccomp`] — are unit-tested on their own.
 
 pub mod caps;
+pub mod copy;
 pub mod init;
 pub mod mounts;
 pub mod msg;

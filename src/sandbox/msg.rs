@@ -22,6 +22,8 @@ pub enum Job {
     Unpack(crate::image::pull::UnpackJob),
     /// Export layer directories as tars into the fds sent with the job.
     Export(crate::image::layer_export::ExportJob),
+    /// Read or write a stopped container's filesystem through the fd sent with the job.
+    ContainerFs(super::copy::FsJob),
 }
 
 /// Every message, in both directions.

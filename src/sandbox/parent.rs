@@ -10,9 +10,15 @@
 //! rl's file: the container's root is the user, so a process in it that could reach rl's file
 //! through /proc/PID/exe (the `--init` PID 1 is rl) could overwrite the user's rl binary —
 //! CVE-2019-5736. A sealed memfd cannot be written by anyone.
+//!
+//! [`Stage1::join`] starts stage 1 in a running container's namespaces instead (`exec`, `cp`):
+//! they and their id maps exist already, so there is no holder and no setuid helper, only the
+//! namespace fds of the container's PID 1 and a move into its cgroup.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
@@ -81,7 +87,7 @@ fn namespaces(job: &Job) -> &'static [(&'static str, libc::c_int)] {
     ];
     match job {
         Job::Run(_) => &RUN,
-        Job::RemoveTree(_) | Job::Unpack(_) | Job::Export(_) => &RUN[..1],
+        Job::RemoveTree(_) | Job::Unpack(_) | Job::Export(_) | Job::ContainerFs(_) => &RUN[..1],
     }
 }
 
@@ -108,26 +114,19 @@ impl Stage1 {
         result
     }
 
-    fn spawn_with(
-        plan: &MapPlan,
-        job: Job,
-        how: Spawn,
-        meanwhile: impl FnOnce() -> Result<()>,
-        holder: &sys::NsHolder,
-        ns: &[(&str, libc::c_int)],
-    ) -> Result<Stage1> {
-        let exe = if how.sealed { Some(sealed_exe()?) } else { None };
+    /// Execs `rl __stage1` with its end of a new sync socket on [`SYNC_FD`].
+    fn start(stdin: Stdio, output: Option<(Stdio, Stdio)>, sealed: bool) -> Result<Stage1> {
+        let exe = if sealed { Some(sealed_exe()?) } else { None };
         let (ours, theirs) = Channel::pair()?;
         let program = match &exe {
             Some(f) => format!("/proc/self/fd/{}", f.as_raw_fd()),
             None => "/proc/self/exe".to_string(),
         };
         let mut cmd = Command::new(program);
-        cmd.arg0("rl").arg("__stage1").stdin(how.stdin);
-        if let Some((out, err)) = how.output {
+        cmd.arg0("rl").arg("__stage1").stdin(stdin);
+        if let Some((out, err)) = output {
             cmd.stdout(out).stderr(err);
         }
-        let how_fds = how.fds;
         sys::set_pre_exec(
             &mut cmd,
             sys::PreExec {
@@ -137,9 +136,19 @@ impl Stage1 {
             },
         );
         let child = cmd.spawn().context("start the stage-1 process")?;
-        drop(theirs);
-        drop(exe);
-        let stage = Stage1 { child, chan: ours };
+        Ok(Stage1 { child, chan: ours })
+    }
+
+    fn spawn_with(
+        plan: &MapPlan,
+        job: Job,
+        how: Spawn,
+        meanwhile: impl FnOnce() -> Result<()>,
+        holder: &sys::NsHolder,
+        ns: &[(&str, libc::c_int)],
+    ) -> Result<Stage1> {
+        let how_fds = how.fds;
+        let stage = Self::start(how.stdin, how.output, how.sealed)?;
         let joined = (|| {
             let job_fds: Vec<i32> = how_fds.iter().map(|f| f.as_raw_fd()).collect();
             stage.chan.send_fds(&Msg::Job(job), &job_fds)?;
@@ -151,6 +160,32 @@ impl Stage1 {
                 fds.push(File::open(&path).with_context(|| format!("open `{path}`"))?);
             }
             let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+            stage.chan.send_fds(&Msg::Join, &raw)
+        })();
+        match joined {
+            Ok(()) => Ok(stage),
+            Err(e) => {
+                stage.reap();
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a job in the namespaces of a running container whose PID 1 is `pid` on the host.
+    /// Their id maps exist, so no holder and no setuid helper take part: stage 1 is moved into
+    /// the container's cgroup (so whatever it forks starts there), then joins the namespaces
+    /// ([`JOINED`], sent as fds: user first, pid last).
+    pub fn join(pid: Pid, job: Job, how: Spawn) -> Result<Stage1> {
+        // Opened before stage 1 exists: a container that is gone fails here, cheaply.
+        let ns = open_namespaces(pid)?;
+        let how_fds = how.fds;
+        let stage = Self::start(how.stdin, how.output, how.sealed)?;
+        let joined = (|| {
+            let job_fds: Vec<i32> = how_fds.iter().map(|f| f.as_raw_fd()).collect();
+            stage.chan.send_fds(&Msg::Job(job), &job_fds)?;
+            drop(how_fds);
+            join_cgroup(pid, stage.child.id())?;
+            let raw: Vec<i32> = ns.iter().map(|f| f.as_raw_fd()).collect();
             stage.chan.send_fds(&Msg::Join, &raw)
         })();
         match joined {
@@ -182,6 +217,51 @@ impl Stage1 {
     pub fn reap(mut self) {
         drop(self.chan);
         let _ = self.child.wait();
+    }
+}
+
+/// The namespaces of a running container that [`Stage1::join`] enters, in order: user first (it
+/// grants the capabilities joining the others needs), pid last (it applies only to the children
+/// stage 1 forks afterwards).
+pub const JOINED: [&str; 7] = ["user", "mnt", "uts", "ipc", "net", "cgroup", "pid"];
+
+/// Opens the [`JOINED`] namespaces of `pid`, refusing a process in rl's own user namespace (a
+/// pid reused by a process outside any container).
+fn open_namespaces(pid: Pid) -> Result<Vec<File>> {
+    let mut fds = Vec::with_capacity(JOINED.len());
+    for name in JOINED {
+        let path = format!("/proc/{pid}/ns/{name}");
+        fds.push(File::open(&path).with_context(|| format!("open `{path}`"))?);
+    }
+    let ours = std::fs::metadata("/proc/self/ns/user").context("stat `/proc/self/ns/user`")?;
+    let theirs = fds[0].metadata().with_context(|| format!("stat `/proc/{pid}/ns/user`"))?;
+    if (ours.dev(), ours.ino()) == (theirs.dev(), theirs.ino()) {
+        bail!("process {pid} is not in a container (it shares rl's user namespace)");
+    }
+    Ok(fds)
+}
+
+/// The cgroup v2 path of a process (`0::PATH` in /proc/PID/cgroup).
+fn cgroup_of(pid: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
+}
+
+/// Moves process `mover` into the cgroup of `pid`, where it differs from rl's own. Without a
+/// delegated cgroup the container runs where `rl run` was started (a login session's scope the
+/// user may not move processes into): the process then stays in rl's cgroup, as the container
+/// itself would have.
+fn join_cgroup(pid: Pid, mover: u32) -> Result<()> {
+    let Some(target) = cgroup_of(&pid.to_string()) else { return Ok(()) };
+    if cgroup_of("self").as_deref() == Some(target.as_str()) {
+        return Ok(());
+    }
+    let procs = format!("/sys/fs/cgroup{}/cgroup.procs", target.trim_end_matches('/'));
+    let moved = std::fs::OpenOptions::new().write(true).open(&procs).and_then(|mut f| write!(f, "{mover}"));
+    match moved {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS | libc::ENOENT)) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("join the container's cgroup: write `{procs}`")),
     }
 }
 

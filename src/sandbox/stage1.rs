@@ -103,6 +103,10 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
             let results = crate::image::layer_export::export_all(&job, job_fds);
             chan.send(&Msg::Exported { results })
         }
+        Job::ContainerFs(job) => {
+            super::copy::run(&job, job_fds)?;
+            chan.send(&Msg::Done)
+        }
         Job::Unpack(job) => {
             let results = crate::image::pull::unpack_all(&job, job_fds);
             chan.send(&Msg::Unpacked { results })?;
