@@ -289,6 +289,11 @@ impl Ctx {
 impl Drop for Ctx {
     /// Best effort: the upper dir may hold files of subordinate ids the test user cannot delete.
     fn drop(&mut self) {
+        // A failed test may leave a detached container's monitor behind: it takes its
+        // container down with it.
+        for p in self.leftover_processes().iter().filter(|p| p.argv.first().is_some_and(|a| a.contains("rl-monitor"))) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGKILL);
+        }
         if fs::remove_dir_all(&self.dir).is_err() {
             make_writable(&self.dir);
             let _ = fs::remove_dir_all(&self.dir);
