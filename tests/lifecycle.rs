@@ -258,3 +258,39 @@ fn run_dit_then_attach_gives_the_shell() {
     assert_eq!(state_of(&ctx, "shell"), "exited");
     rl(&ctx, &["attach", "shell"]).assert_error("not running");
 }
+
+#[test]
+fn top_lists_the_containers_processes_by_their_own_pids() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    run_d(&ctx, &["--name", "t"], &["sh", "-c", &format!("sleep {} & exec sleep 1000", ctx.marker)]);
+    assert!(poll_until(|| rl(&ctx, &["top", "t"]).stdout.contains(&ctx.marker)));
+    let out = rl(&ctx, &["top", "t"]);
+    let rows: Vec<Vec<&str>> = out.stdout.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 2, "PID 1 and its child, nothing of the host\n{out}");
+    assert!(rows.iter().any(|r| r[1] == "1" && r[4] == "sleep" && r[5] == "1000"), "{out}");
+    assert!(rows.iter().any(|r| r[2] == "1" && r[5] == ctx.marker), "the child's parent is PID 1\n{out}");
+    assert!(rows.iter().all(|r| r[0] == "0"), "root inside\n{out}");
+    rl(&ctx, &["port", "t"]).assert_ok();
+    rl(&ctx, &["rm", "-f", "t"]).assert_ok();
+}
+
+#[test]
+fn records_logs_and_sockets_are_private_to_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(ctx) = Ctx::with_subids() else { return };
+    let id = run_d(&ctx, &["-i", "--name", "p"], &["sh", "-c", "echo secret; exec sleep 1000"]);
+    assert!(poll_until(|| rl(&ctx, &["logs", "p"]).stdout.contains("secret")));
+    let record = ctx.store.join("containers").join(&id);
+    let run = ctx.runroot.join("containers").join(&id);
+    // Another user can neither list nor enter any of these (so not read the log or connect to
+    // the attach socket), nor signal the container (its processes are the user's ids).
+    for dir in [ctx.store.clone(), ctx.store.join("containers"), ctx.runroot.clone(), run.clone()] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", dir.display());
+    }
+    for file in [record.join("ctr.log"), record.join("state.json"), record.join("config.json")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", file.display());
+    }
+    rl(&ctx, &["rm", "-f", "p"]).assert_ok();
+}

@@ -24,6 +24,7 @@ pub mod run;
 pub mod save;
 pub mod system;
 pub mod tag;
+pub mod top;
 
 use std::path::PathBuf;
 
@@ -99,6 +100,10 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Attach the terminal to a running container (detach with Ctrl-P Ctrl-Q).
     Attach(attach::AttachArgs),
+    /// Show a container's processes.
+    Top(top::TopArgs),
+    /// Show a container's published ports.
+    Port(top::TopArgs),
     /// Show containers or images as JSON.
     Inspect(inspect::InspectArgs),
     /// Manage containers (ls, ps, rm, prune, inspect, logs, start, stop, kill, wait, rename).
@@ -155,6 +160,8 @@ pub fn main() -> i32 {
         Command::Ps(args) => ps::run(cli.root, cli.runroot, args),
         Command::Logs(args) => logs::run(cli.root, cli.runroot, args),
         Command::Attach(args) => attach::run(cli.root, cli.runroot, args),
+        Command::Top(args) => top::top(cli.root, cli.runroot, args),
+        Command::Port(args) => top::port(cli.root, cli.runroot, args),
         Command::Inspect(args) => inspect::run(cli.root, cli.runroot, args),
         Command::Container(c) => container(cli.root, cli.runroot, c),
         Command::Login(args) => login::login(args),
@@ -199,6 +206,10 @@ pub enum ContainerCommand {
     Logs(logs::LogsArgs),
     /// Attach to a running container.
     Attach(attach::AttachArgs),
+    /// Show a container's processes.
+    Top(top::TopArgs),
+    /// Show a container's published ports.
+    Port(top::TopArgs),
     /// Show containers as JSON.
     Inspect(inspect::InspectArgs),
     /// Remove every stopped container.
@@ -219,6 +230,8 @@ fn container(root: Option<PathBuf>, runroot: Option<PathBuf>, c: ContainerArgs) 
         ContainerCommand::Rename(a) => lifecycle::rename(root, runroot, a),
         ContainerCommand::Logs(a) => logs::run(root, runroot, a),
         ContainerCommand::Attach(a) => attach::run(root, runroot, a),
+        ContainerCommand::Top(a) => top::top(root, runroot, a),
+        ContainerCommand::Port(a) => top::port(root, runroot, a),
         ContainerCommand::Inspect(mut a) => {
             a.kind = Some("container".into());
             inspect::run(root, runroot, a)

@@ -1,7 +1,7 @@
 //! `rl run`: builds the container's config from the flags, creates its record, starts it through
 //! the sandbox and watches it in the foreground; exits with the container's status.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
@@ -415,8 +415,26 @@ fn run_detached(paths: &Paths, cfg: &ContainerConfig) -> Result<i32> {
         }
         return Err(e);
     }
+    if let Some(note) = linger_note() {
+        eprintln!("{note}");
+    }
     println!("{}", cfg.id);
     Ok(0)
+}
+
+/// On a systemd host, a user's processes end with their last session unless lingering is on:
+/// a detached container (and its restart policy) lives only as long as the session then.
+fn linger_note() -> Option<String> {
+    if !Path::new("/run/systemd/system").is_dir() {
+        return None;
+    }
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten()?.name;
+    if Path::new("/var/lib/systemd/linger").join(&user).exists() {
+        return None;
+    }
+    Some(format!(
+        "note: the container runs while you are logged in; to keep it after you log out: `loginctl enable-linger {user}`"
+    ))
 }
 
 fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Result<i32> {
