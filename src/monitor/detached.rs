@@ -6,8 +6,8 @@
 //! records the exit code and time in the container's state, and applies the restart policy.
 //!
 //! It tells the `rl` that launched it how the start went on a pipe (fd 3), then trims its own
-//! resident memory to what its wait loop touches (see [`trim`]): one monitor per container must
-//! stay small (the target is 600 KB; conmon takes ~2.5 MB).
+//! resident memory to what its wait loop touches (see [`super::trim`]): one monitor per
+//! container must stay small (the target is 600 KB; conmon takes ~2.5 MB).
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -183,7 +183,7 @@ fn run_once(
         report(fd, &Ready::Running);
     }
     if !*trimmed {
-        trim();
+        super::trim();
         *trimmed = true;
     }
     // With a pty, the master carries both streams (as a terminal merges them) and the input.
@@ -270,31 +270,3 @@ fn watch(
     Ok(exit.unwrap_or(Exit { code: None, signal: None }))
 }
 
-/// Drops the monitor's resident file pages: every mapping backed by a file that was never
-/// written (no anonymous copy-on-write pages: the text, most read-only data) loses its page
-/// table entries and is marked for random access, so it faults back only the pages the wait
-/// loop runs — one at a time, not the kernel's 64 KB fault-around. The page cache keeps the
-/// file; nothing is reread from disk.
-fn trim() {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
-    let mut current: Option<(usize, usize)> = None;
-    for line in smaps.lines() {
-        let mut words = line.split_whitespace();
-        let first = words.next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
-            let perms = words.next().unwrap_or("");
-            let inode = words.nth(2).unwrap_or("0");
-            let range = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16));
-            current = match range {
-                (Ok(a), Ok(b)) if inode != "0" && !perms.contains('w') => Some((a, b)),
-                _ => None,
-            };
-        } else if let Some(anon) = line.strip_prefix("Anonymous:") {
-            if let Some((a, b)) = current.take() {
-                if anon.trim().starts_with("0 ") {
-                    sys::release_file_pages(a, b - a);
-                }
-            }
-        }
-    }
-}

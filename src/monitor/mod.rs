@@ -176,3 +176,32 @@ impl Write for File<'_> {
         Ok(())
     }
 }
+
+/// Drops the process's resident file pages (a long-lived waiter's: the detached monitor, stage 1): every mapping backed by a file that was never
+/// written (no anonymous copy-on-write pages: the text, most read-only data) loses its page
+/// table entries and is marked for random access, so it faults back only the pages the wait
+/// loop runs — one at a time, not the kernel's 64 KB fault-around. The page cache keeps the
+/// file; nothing is reread from disk.
+pub fn trim() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            let perms = words.next().unwrap_or("");
+            let inode = words.nth(2).unwrap_or("0");
+            let range = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16));
+            current = match range {
+                (Ok(a), Ok(b)) if inode != "0" && !perms.contains('w') => Some((a, b)),
+                _ => None,
+            };
+        } else if let Some(anon) = line.strip_prefix("Anonymous:") {
+            if let Some((a, b)) = current.take() {
+                if anon.trim().starts_with("0 ") {
+                    crate::sys::release_file_pages(a, b - a);
+                }
+            }
+        }
+    }
+}

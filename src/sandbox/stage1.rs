@@ -184,6 +184,8 @@ fn run_mounted(chan: &Channel, cfg: &ContainerConfig, mask: SigSet, seccomp: Opt
         });
     }
     chan.send(&Msg::Started { pid: pid.as_raw() })?;
+    // From here on this process only waits: keep only what the wait touches resident.
+    crate::monitor::trim();
     wait_loop(pid, mask)
 }
 
