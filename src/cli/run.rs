@@ -379,9 +379,8 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
     st.status = Status::Running;
     st.pid = Some(running.pid.as_raw());
     st.started_ns = Some(state::now_ns());
-    if !cfg.remove {
-        state::save(paths, &cfg.id, &st)?;
-    }
+    // `rl exec` finds the pid here, `--rm` or not.
+    state::save_as(paths, &cfg.id, &st, !cfg.remove)?;
     let exit = monitor::watch(&running, &sigfd, args.interactive);
     running.stage.reap();
     let exit = exit?;
