@@ -2,6 +2,7 @@
 //! store locations and hands over to the verb; every error ends as one `Error:` line (plus a
 //! `hint:` line) and exit status 125, or the container's own status.
 
+pub mod exec;
 pub mod format;
 pub mod history;
 pub mod image;
@@ -40,6 +41,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a command in a new container.
     Run(Box<run::RunArgs>),
+    /// Run a command in a running container.
+    Exec(exec::ExecArgs),
     /// Pull an image from a registry.
     Pull(pull::PullArgs),
     /// Push an image to a registry.
@@ -83,6 +86,7 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Run(args) => run::run(cli.root, cli.runroot, *args),
+        Command::Exec(args) => exec::run(cli.root, cli.runroot, args),
         Command::Pull(args) => pull::run(cli.root, cli.runroot, args),
         Command::Push(args) => push::run(cli.root, cli.runroot, args),
         Command::Images(args) => images::run(cli.root, cli.runroot, args),

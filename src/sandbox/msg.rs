@@ -22,6 +22,8 @@ pub enum Job {
     Unpack(crate::image::pull::UnpackJob),
     /// Export layer directories as tars into the fds sent with the job.
     Export(crate::image::layer_export::ExportJob),
+    /// Run a process in a running container whose namespaces stage 1 joined (`rl exec`).
+    Exec(Box<super::exec::ExecJob>),
 }
 
 /// Every message, in both directions.
