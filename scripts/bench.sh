@@ -12,6 +12,9 @@
 #           `curl blob | gunzip | tar -x` as the floor (median of PULL_RUNS, default 5); once with
 #           the stores on the disk, once on a tmpfs.
 #           Targets: rl >= 3x faster than podman, rl <= 1.3x the floor.
+#   exec    `rl exec C true` into a running `rl run --rootfs BUSYBOX` container vs `podman exec`
+#           (runtime runc) into a podman container on the same rootfs (median of RUNS).
+#           Target: rl <= 15 ms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib-host.sh
@@ -120,13 +123,47 @@ pull_round() {
     "$(jq -rn --argjson a "$rl_ms" --argjson b "$floor_ms" '$a / $b * 100 | round / 100')"
 }
 
+bench_exec() {
+  local s=$WORK/exec out=$WORK/out name=rl-bench-exec i
+  step "exec: rl exec vs podman exec --runtime runc (median of $RUNS)"
+  install -d -m 0755 "$s"
+  [ "$(id -u)" = 0 ] && chown "$OWNER" "$s"
+  local rl=("$RL" --root "$s/rl")
+  local podman=(podman --root "$s/podman" --runroot "$s/podman-run" --runtime runc --storage-driver overlay)
+  # Both containers sleep until the benchmark stops them; the rl one runs in the foreground of a
+  # background job, as a user's terminal would hold it.
+  as_user "${rl[@]}" run --rm --name "$name" --rootfs "$WORK/busybox" sleep 3600 >"$out/exec-rl.log" 2>&1 &
+  as_user "${podman[@]}" run -d --name "$name" --rootfs "$WORK/busybox" sleep 3600 >"$out/exec-podman.log" 2>&1 ||
+    { cat "$out/exec-podman.log"; die "start the podman container"; }
+  # The record says running once PID 1 exec'd: poll it (bounded) before measuring.
+  i=0
+  until as_user "${rl[@]}" exec "$name" true 2>/dev/null; do
+    i=$((i + 1))
+    [ $i -lt 500 ] || { cat "$out/exec-rl.log"; die "the rl container did not start"; }
+    sleep 0.01
+  done
+  as_user hyperfine -N --warmup 5 --runs "$RUNS" --export-json "$out/exec.json" \
+    -n rl "${rl[*]} exec $name true" -n podman "${podman[*]} exec $name true" >"$out/exec.log" 2>&1 ||
+    { tail -20 "$out/exec.log"; die "exec benchmark failed"; }
+  # A PID 1 ignores SIGTERM: kill it from the host, by the pid in its record.
+  as_user kill -KILL "$(jq -r .pid "$s"/rl/containers/*/state.json)" || true
+  wait || true
+  as_user "${podman[@]}" rm -f -t 0 "$name" >/dev/null 2>&1 || true
+  userns_rm "$s/rl" "$s/podman" "$s/podman-run" || true
+  local rl_ms podman_ms
+  rl_ms=$(median_ms "$out/exec.json" 0)
+  podman_ms=$(median_ms "$out/exec.json" 1)
+  printf 'exec: rl %s ms, podman %s ms, podman/rl %s (target: rl <= 15 ms)\n' "$rl_ms" "$podman_ms" \
+    "$(jq -rn --argjson a "$podman_ms" --argjson b "$rl_ms" '$a / $b * 100 | round / 100')"
+}
+
 main() {
   local benches=("$@")
   ((${#benches[@]})) || benches=(start)
   prepare
   local b
   for b in "${benches[@]}"; do
-    declare -F "bench_$b" >/dev/null || die "unknown benchmark \`$b\` (known: start pull)"
+    declare -F "bench_$b" >/dev/null || die "unknown benchmark \`$b\` (known: start pull exec)"
     "bench_$b"
   done
 }

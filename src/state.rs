@@ -205,8 +205,14 @@ pub fn load(paths: &Paths, id: &str) -> Result<State> {
 
 /// Rewrites a container's state atomically.
 pub fn save(paths: &Paths, id: &str, state: &State) -> Result<()> {
+    save_as(paths, id, state, true)
+}
+
+/// Rewrites a container's state atomically; with `durable`, fsync'd first (a `--rm`
+/// container's record dies with its process: it need not survive a crash).
+pub fn save_as(paths: &Paths, id: &str, state: &State, durable: bool) -> Result<()> {
     let json = serde_json::to_vec_pretty(state).context("encode state")?;
-    lock::write_atomic(&paths.container(id).join("state.json"), &json)
+    lock::write_replace(&paths.container(id).join("state.json"), &json, durable)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod commit;
 pub mod cp;
+pub mod exec;
 pub mod export;
 pub mod format;
 pub mod history;
@@ -50,6 +51,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a command in a new container.
     Run(Box<run::RunArgs>),
+    /// Run a command in a running container.
+    Exec(exec::ExecArgs),
     /// Pull an image from a registry.
     Pull(pull::PullArgs),
     /// Push an image to a registry.
@@ -135,6 +138,7 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Run(args) => run::run(cli.root, cli.runroot, *args),
+        Command::Exec(args) => exec::run(cli.root, cli.runroot, args),
         Command::Pull(args) => pull::run(cli.root, cli.runroot, args),
         Command::Push(args) => push::run(cli.root, cli.runroot, args),
         Command::Images(args) => images::run(cli.root, cli.runroot, args),

@@ -464,13 +464,12 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
     st.status = Status::Running;
     st.pid = Some(running.pid.as_raw());
     st.started_ns = Some(state::now_ns());
-    // This process watches it: `ps` and `stop` see a live container through it.
+    // This process watches it: `ps` and `stop` see a live container through it, and
+    // `rl exec` finds the pid here, `--rm` or not.
     let me = std::process::id() as i32;
     st.monitor_pid = Some(me);
     st.monitor_start = state::start_time(me);
-    if !cfg.remove {
-        state::save(paths, &cfg.id, &st)?;
-    }
+    state::save_as(paths, &cfg.id, &st, !cfg.remove)?;
     let exit = monitor::watch(&running, &sigfd, args.interactive);
     running.stage.reap();
     let exit = exit?;

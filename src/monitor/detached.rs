@@ -269,4 +269,3 @@ fn watch(
     }
     Ok(exit.unwrap_or(Exit { code: None, signal: None }))
 }
-

@@ -23,7 +23,7 @@ use nix::unistd::{self, ForkResult, Gid, Pid, Uid};
 
 use super::msg::{Channel, Msg};
 use super::{caps, mounts, user, FORWARDED};
-use crate::config::{ContainerConfig, DEFAULT_PATH};
+use crate::config::{ContainerConfig, Security, DEFAULT_PATH};
 use crate::hint::{ExitStatus, EXIT_RL_FAILED};
 use crate::sys;
 
@@ -69,37 +69,8 @@ fn setup_and_exec(
         env.push(format!("HOME={}", who.home));
     }
 
-    unistd::setsid().context("setsid")?;
-    if let Some((master, index)) = pty {
-        chan.send_fd(&Msg::PtyMaster, Some(master.as_raw_fd()))?;
-        drop(master);
-        let slave =
-            nix::fcntl::open(format!("/dev/pts/{index}").as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
-                .context("open the pty slave")?;
-        sys::set_controlling_tty(slave.as_raw_fd()).context("make the pty the controlling terminal")?;
-        nix::unistd::dup2_stdin(&slave).context("attach the pty to stdin")?;
-        nix::unistd::dup2_stdout(&slave).context("attach the pty to stdout")?;
-        nix::unistd::dup2_stderr(&slave).context("attach the pty to stderr")?;
-    }
-
-    caps::limit_bounding(&cfg.security.caps)?;
-    nix::sys::prctl::set_keepcaps(true).context("keep capabilities across the user change")?;
-    if cfg.idmap.helpers {
-        let groups: Vec<Gid> = who.groups.iter().map(|&g| Gid::from_raw(g)).collect();
-        unistd::setgroups(&groups).context("set supplementary groups")?;
-    }
-    let (uid, gid) = (Uid::from_raw(who.uid), Gid::from_raw(who.gid));
-    unistd::setresgid(gid, gid, gid).with_context(|| format!("set group id {}", who.gid))?;
-    unistd::setresuid(uid, uid, uid).with_context(|| format!("set user id {}", who.uid))?;
-    // Credential changes clear the parent-death signal.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
-    caps::apply(&cfg.security.caps)?;
-
-    let cwd = if cfg.process.cwd.is_empty() { "/" } else { cfg.process.cwd.as_str() };
-    unistd::chdir(cwd).with_context(|| format!("chdir to the working directory `{cwd}`"))?;
-    if cfg.security.no_new_privs {
-        nix::sys::prctl::set_no_new_privs().context("set no_new_privs")?;
-    }
+    new_session(chan, pty, &who)?;
+    harden(&who, &cfg.security, cfg.idmap.helpers, &cfg.process.cwd)?;
 
     let argv: Vec<CString> = cfg.process.args.iter().map(|a| cstring(a)).collect::<Result<_>>()?;
     let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
@@ -130,19 +101,69 @@ fn setup_and_exec(
     exec(&program, &argv, &envp, seccomp)
 }
 
-fn cstring(s: &str) -> Result<CString> {
+/// Starts a new session (no signal from the user's terminal reaches the payload but through
+/// rl) and, with a pty, hands its master to the parent and makes the slave the controlling
+/// terminal and stdio. The slave is given to the payload's user, as a login would.
+pub(super) fn new_session(chan: &Channel, pty: Option<(OwnedFd, u32)>, who: &user::Resolved) -> Result<()> {
+    unistd::setsid().context("setsid")?;
+    let Some((master, index)) = pty else { return Ok(()) };
+    chan.send_fd(&Msg::PtyMaster, Some(master.as_raw_fd()))?;
+    drop(master);
+    let slave = nix::fcntl::open(format!("/dev/pts/{index}").as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .context("open the pty slave")?;
+    // Best effort: the terminal works either way, only `mesg`/`write` would miss the ownership.
+    let _ = unistd::fchown(&slave, Some(Uid::from_raw(who.uid)), None);
+    sys::set_controlling_tty(slave.as_raw_fd()).context("make the pty the controlling terminal")?;
+    nix::unistd::dup2_stdin(&slave).context("attach the pty to stdin")?;
+    nix::unistd::dup2_stdout(&slave).context("attach the pty to stdout")?;
+    nix::unistd::dup2_stderr(&slave).context("attach the pty to stderr")?;
+    Ok(())
+}
+
+/// The hardening every payload process gets (the container's and `exec`'s): the bounding set,
+/// the user and groups (`set_groups`: only with a full gid map, where setgroups(2) is allowed),
+/// effective = permitted capabilities, the working directory and no_new_privs. What is left is
+/// seccomp, closing fds and the exec itself: [`exec`].
+pub(super) fn harden(who: &user::Resolved, security: &Security, set_groups: bool, cwd: &str) -> Result<()> {
+    caps::limit_bounding(&security.caps)?;
+    nix::sys::prctl::set_keepcaps(true).context("keep capabilities across the user change")?;
+    if set_groups {
+        let groups: Vec<Gid> = who.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+        unistd::setgroups(&groups).context("set supplementary groups")?;
+    }
+    let (uid, gid) = (Uid::from_raw(who.uid), Gid::from_raw(who.gid));
+    unistd::setresgid(gid, gid, gid).with_context(|| format!("set group id {}", who.gid))?;
+    unistd::setresuid(uid, uid, uid).with_context(|| format!("set user id {}", who.uid))?;
+    // Credential changes clear the parent-death signal.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
+    caps::apply(&security.caps)?;
+
+    let cwd = if cwd.is_empty() { "/" } else { cwd };
+    unistd::chdir(cwd).with_context(|| format!("chdir to the working directory `{cwd}`"))?;
+    if security.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().context("set no_new_privs")?;
+    }
+    Ok(())
+}
+
+pub(super) fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| anyhow!("argument or variable `{}` contains a NUL byte", s.replace('\0', "\\0")))
 }
 
-/// Opens a pty in the container's devpts and binds its slave on /dev/console.
-fn open_pty(merged: &Path) -> Result<(OwnedFd, u32)> {
-    let ptmx = merged.join("dev/pts/ptmx");
-    let master = nix::fcntl::open(&ptmx, OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
+/// Opens a new pty on the devpts `ptmx` device: the master and the slave's number.
+pub(super) fn open_pty_master(ptmx: &Path) -> Result<(OwnedFd, u32)> {
+    let master = nix::fcntl::open(ptmx, OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
         .with_context(|| format!("open `{}`", ptmx.display()))?;
     let pt = sys::pty_master(master);
     nix::pty::unlockpt(&pt).context("unlock the pty")?;
     let name = nix::pty::ptsname_r(&pt).context("name the pty")?;
     let index: u32 = name.rsplit('/').next().and_then(|n| n.parse().ok()).context("parse the pty name")?;
+    Ok((pt.into(), index))
+}
+
+/// Opens a pty in the container's devpts and binds its slave on /dev/console.
+fn open_pty(merged: &Path) -> Result<(OwnedFd, u32)> {
+    let (master, index) = open_pty_master(&merged.join("dev/pts/ptmx"))?;
     let slave = merged.join(format!("dev/pts/{index}"));
     let root = nix::fcntl::open(merged, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
     let console = mounts::ensure(&root, "/dev/console", mounts::Kind::File)?;
@@ -154,11 +175,11 @@ fn open_pty(merged: &Path) -> Result<(OwnedFd, u32)> {
         None::<&str>,
     )
     .context("bind the pty on /dev/console")?;
-    Ok((pt.into(), index))
+    Ok((master, index))
 }
 
 /// Finds the program as execvp(3) would, with the container's PATH.
-fn find_program(arg0: &str, env: &[String]) -> Result<CString> {
+pub(super) fn find_program(arg0: &str, env: &[String]) -> Result<CString> {
     let not_found = |what: String| ExitStatus { code: 127, message: what };
     if arg0.contains('/') {
         return cstring(arg0);
@@ -173,7 +194,9 @@ fn find_program(arg0: &str, env: &[String]) -> Result<CString> {
     Err(not_found(format!("exec `{arg0}`: executable file not found in $PATH")).into())
 }
 
-fn exec(
+/// Installs seccomp, marks every fd but stdio close-on-exec and execs: the last step of every
+/// payload process. An exec failure is 127 (not found) or 126 (not executable), as in a shell.
+pub(super) fn exec(
     program: &CString,
     argv: &[CString],
     envp: &[CString],

@@ -2,11 +2,13 @@
 //! a forked holder creates the namespaces, the setuid helpers map them, stage 1 is spawned into
 //! them), [`stage1`] (inside the new user namespace: rootfs, cgroup and pid namespaces, waits for
 //! the container, cleans up), [`init`] (the container's PID 1: mounts, pivot, user, hardening,
-//! exec). They talk through the typed messages of [`msg`]. The pure parts —
+//! exec) — or, for `rl exec`, [`exec`] (stage 1 in a running container's namespaces forks the
+//! process and gives it the init's hardening). They talk through the typed messages of [`msg`]. The pure parts —
 //! [`mounts`] (the mount plan), [`caps`], [`user`], [`seccomp`] — are unit-tested on their own.
 
 pub mod caps;
 pub mod copy;
+pub mod exec;
 pub mod init;
 pub mod mounts;
 pub mod msg;

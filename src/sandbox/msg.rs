@@ -24,6 +24,8 @@ pub enum Job {
     Export(crate::image::layer_export::ExportJob),
     /// Read or write a stopped container's filesystem through the fd sent with the job.
     ContainerFs(super::copy::FsJob),
+    /// Run a process in a running container whose namespaces stage 1 joined (`rl exec`).
+    Exec(Box<super::exec::ExecJob>),
 }
 
 /// Every message, in both directions.

@@ -45,6 +45,23 @@ fn sealed_exe() -> Result<File> {
     Ok(memfd)
 }
 
+/// Whether a process with the container's ids could write rl's binary — what an rl process
+/// inside the container exposes through /proc/PID/exe (CVE-2019-5736) — so that one must run
+/// from a sealed copy ([`Spawn::sealed`]). The container's processes have the user's uid and the
+/// mapped subordinate ids, with capabilities over files those own; an rl installed by root
+/// (`/usr/local/bin/rl`, 0755) is out of their reach and spares the copy, one in the user's home
+/// is not.
+pub fn exe_exposed(idmap: &MapPlan) -> bool {
+    let Ok(meta) = std::fs::metadata("/proc/self/exe") else { return true };
+    let mapped =
+        |maps: &[crate::userns::IdMapping], id: u32| maps.iter().any(|m| id >= m.outside && id - m.outside < m.count);
+    let mode = meta.mode();
+    nix::unistd::access("/proc/self/exe", nix::unistd::AccessFlags::W_OK).is_ok()
+        || mapped(&idmap.uid, meta.uid())
+        || (mode & 0o020 != 0 && mapped(&idmap.gid, meta.gid()))
+        || mode & 0o002 != 0
+}
+
 /// A stage-1 process and our end of its sync socket.
 pub struct Stage1 {
     pub child: Child,
@@ -56,7 +73,7 @@ pub struct Spawn {
     /// The container's stdin (stdout and stderr are inherited).
     pub stdin: Stdio,
     /// Exec from a sealed memfd copy of rl: needed whenever an rl process will be visible inside
-    /// the container (`--init`, later `exec`). Without it, no rl process ever shares the
+    /// the container (`--init`; `exec` when [`exe_exposed`]). Without it, no rl process ever shares the
     /// container's pid namespace with a payload process — stage 1 stays outside it, and the init
     /// execs the payload before any other process exists there — so the copy is skipped.
     pub sealed: bool,
@@ -88,6 +105,8 @@ fn namespaces(job: &Job) -> &'static [(&'static str, libc::c_int)] {
     match job {
         Job::Run(_) => &RUN,
         Job::RemoveTree(_) | Job::Unpack(_) | Job::Export(_) | Job::ContainerFs(_) => &RUN[..1],
+        // Started with `Stage1::join`, in the container's own namespaces.
+        Job::Exec(_) => &RUN[..1],
     }
 }
 

@@ -95,6 +95,7 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
             };
             run(chan, &cfg, mask, seccomp)
         }
+        Job::Exec(job) => super::exec::run(chan, &job, mask),
         Job::RemoveTree(path) => {
             remove_tree(&path)?;
             chan.send(&Msg::Done)
@@ -197,7 +198,7 @@ fn exit_msg(status: WaitStatus) -> Option<Msg> {
     }
 }
 
-fn wait_exit(pid: Pid) -> Msg {
+pub(super) fn wait_exit(pid: Pid) -> Msg {
     loop {
         match waitpid(pid, None) {
             Ok(s) => {
@@ -212,7 +213,7 @@ fn wait_exit(pid: Pid) -> Msg {
 }
 
 /// Waits for the init, killing it if the parent dies (SIGTERM, our parent-death signal).
-fn wait_loop(pid: Pid, mask: SigSet) -> Result<Msg> {
+pub(super) fn wait_loop(pid: Pid, mask: SigSet) -> Result<Msg> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("create signalfd")?;
     loop {
         if let Some(m) = waitpid(pid, Some(WaitPidFlag::WNOHANG)).ok().and_then(exit_msg) {
