@@ -75,11 +75,14 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
     drop(fds);
     // Become root of the namespace where root is mapped (keep-id without subordinate ids maps
     // only the user's own id); the capabilities of a fresh namespace are ours either way.
-    if root_mapped() {
-        let root_gid = Gid::from_raw(0);
-        let root_uid = Uid::from_raw(0);
-        unistd::setresgid(root_gid, root_gid, root_gid).context("become root in the user namespace (gid)")?;
-        unistd::setresuid(root_uid, root_uid, root_uid).context("become root in the user namespace (uid)")?;
+    // Asked of the kernel, not of /proc/self/uid_map: after joining a running container's mount
+    // namespace, /proc is the container's, where this process has no entry. EINVAL: not mapped.
+    let root_gid = Gid::from_raw(0);
+    let root_uid = Uid::from_raw(0);
+    match unistd::setresgid(root_gid, root_gid, root_gid) {
+        Ok(()) => unistd::setresuid(root_uid, root_uid, root_uid).context("become root in the user namespace (uid)")?,
+        Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(e).context("become root in the user namespace (gid)"),
     }
     // Changing credentials cleared the parent-death signal the parent set before exec.
     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).context("set the parent-death signal")?;
@@ -122,13 +125,6 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
             }
         }
     }
-}
-
-/// Whether uid 0 of our user namespace maps to a host id.
-fn root_mapped() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|m| m.lines().any(|l| l.split_whitespace().next() == Some("0")))
-        .unwrap_or(false)
 }
 
 fn run(chan: &Channel, cfg: &ContainerConfig, mask: SigSet, seccomp: Option<BpfProgram>) -> Result<()> {
