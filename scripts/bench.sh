@@ -12,6 +12,9 @@
 #           `curl blob | gunzip | tar -x` as the floor (median of PULL_RUNS, default 5); once with
 #           the stores on the disk, once on a tmpfs.
 #           Targets: rl >= 3x faster than podman, rl <= 1.3x the floor.
+#   detached  10 `rl run -d --rootfs BUSYBOX sleep` vs 10 `podman run -d` (runc, no network), median
+#           of DETACHED_RUNS (default 5), then the resident memory each running container costs:
+#           rl's monitor + stage 1 vs conmon (RSS and PSS). Targets: >= 10x faster, <= 600 kB.
 #   exec    `rl exec C true` into a running `rl run --rootfs BUSYBOX` container vs `podman exec`
 #           (runtime runc) into a podman container on the same rootfs (median of RUNS).
 #           Target: rl <= 15 ms.
@@ -157,13 +160,63 @@ bench_exec() {
     "$(jq -rn --argjson a "$podman_ms" --argjson b "$rl_ms" '$a / $b * 100 | round / 100')"
 }
 
+bench_detached() {
+  local s=$WORK/detached out=$WORK/out runs=${DETACHED_RUNS:-5}
+  step "detached: 10 x run -d sleep (median of $runs), and resident memory per container"
+  install -d -m 0755 "$s"
+  [ "$(id -u)" = 0 ] && chown "$OWNER" "$s"
+  local rl="$RL --root $s/rl"
+  local podman="podman --root $s/podman --runroot $s/podman-run --runtime runc --cgroup-manager cgroupfs"
+  podman+=" --events-backend file --storage-driver overlay"
+  # rl has no network yet: podman gets none either, so both start the same kind of container.
+  local ten_rl="for i in 0 1 2 3 4 5 6 7 8 9; do $rl run -d --rootfs $WORK/busybox sleep 3600 >/dev/null; done"
+  local ten_podman="for i in 0 1 2 3 4 5 6 7 8 9; do $podman run -d --network none --rootfs $WORK/busybox"
+  ten_podman+=" sleep 3600 >/dev/null; done"
+  local clean_rl="ids=\$($rl ps -aq); [ -z \"\$ids\" ] || $rl rm -f \$ids >/dev/null"
+  local clean_podman="$podman rm -af -t 0 >/dev/null 2>&1"
+  as_user hyperfine -N --runs "$runs" --export-json "$out/detached.json" \
+    --prepare "sh -c '$clean_rl; $clean_podman'" \
+    -n rl "sh -c '$ten_rl'" -n podman "sh -c '$ten_podman'" >"$out/detached.log" 2>&1 ||
+    { tail -20 "$out/detached.log"; die "detached benchmark failed"; }
+  # What each running container costs: 10 of each, started afresh.
+  as_user sh -c "$clean_rl; $clean_podman; $ten_rl; $ten_podman" || die "start 10 containers of each"
+  local rl_rss rl_pss rl_n conmon_rss conmon_pss conmon_n
+  read -r rl_rss rl_pss rl_n < <(mem_of '^rl-monitor __monitor|^rl __stage1' '^rl-monitor __monitor')
+  read -r conmon_rss conmon_pss conmon_n < <(mem_of '^(/usr/bin/)?conmon ' '^(/usr/bin/)?conmon ')
+  as_user sh -c "$clean_rl; $clean_podman" || true
+  userns_rm "$s/rl" || true
+  local rl_ms podman_ms
+  rl_ms=$(median_ms "$out/detached.json" 0)
+  podman_ms=$(median_ms "$out/detached.json" 1)
+  printf 'detached: 10 starts rl %s ms, podman %s ms, podman/rl %s (target >= 10)\n' "$rl_ms" "$podman_ms" \
+    "$(jq -rn --argjson a "$podman_ms" --argjson b "$rl_ms" '$a / $b * 100 | round / 100')"
+  printf 'detached: per container, rl monitor + stage 1: RSS %s kB, PSS %s kB (%s containers); conmon: RSS %s kB, PSS %s kB (%s) (target <= 600 kB)\n' \
+    "$rl_rss" "$rl_pss" "$rl_n" "$conmon_rss" "$conmon_pss" "$conmon_n"
+}
+
+# mem_of REGEX PER: the VmRSS and Pss (kB) of the measuring user's live processes whose command
+# line matches REGEX, per process matching PER (one per container), and how many PER matched.
+mem_of() {
+  local rss=0 pss=0 n=0 p uid r q
+  uid=$(id -u "$OWNER")
+  for p in $(pgrep -u "$uid" -f -- "$1" || true); do
+    [ "$(awk '/^State:/ { print $2 }' "/proc/$p/status" 2>/dev/null)" != Z ] || continue
+    r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
+    q=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null)
+    rss=$((rss + ${r:-0})) pss=$((pss + ${q:-0}))
+  done
+  n=$(pgrep -c -u "$uid" -f -- "$2" || true)
+  ((n > 0)) || n=1
+  echo $((rss / n)) $((pss / n)) "$n"
+}
+
 main() {
   local benches=("$@")
   ((${#benches[@]})) || benches=(start)
   prepare
   local b
   for b in "${benches[@]}"; do
-    declare -F "bench_$b" >/dev/null || die "unknown benchmark \`$b\` (known: start pull exec)"
+    declare -F "bench_$b" >/dev/null || die "unknown benchmark \`$b\` (known: start pull exec detached)"
     "bench_$b"
   done
 }
