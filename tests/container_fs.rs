@@ -12,15 +12,11 @@ use std::process::Command;
 use common::*;
 
 fn rl(ctx: &Ctx, args: &[&str]) -> Out {
-    let mut c = ctx.rl();
-    c.args(args);
-    output(c, None)
+    ctx.rl_out(args, None)
 }
 
 fn rl_stdin(ctx: &Ctx, args: &[&str], stdin: &[u8]) -> Out {
-    let mut c = ctx.rl();
-    c.args(args);
-    output(c, Some(stdin))
+    ctx.rl_out(args, Some(stdin))
 }
 
 /// A stopped container named `name` made from `image` by running `script`.

@@ -7,12 +7,9 @@ mod common;
 use common::*;
 use nix::sys::signal::Signal;
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Instant;
+use std::process::Command;
 
 /// A container kept running by `sleep MARKER` as its PID 1.
 struct Container {
@@ -258,31 +255,6 @@ fn exec_with_an_rl_the_user_owns() {
 }
 
 /// The outer side of a pty: what the process printed so far, read by a thread.
-struct Terminal {
-    master: File,
-    rx: mpsc::Receiver<Vec<u8>>,
-    seen: String,
-}
-
-impl Terminal {
-    fn send(&mut self, text: &str) {
-        self.master.write_all(text.as_bytes()).expect("write to the pty master");
-    }
-
-    /// Reads until `want` shows up; false on EOF or TIMEOUT.
-    fn expect(&mut self, want: &str) -> bool {
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.seen.contains(want) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(b) => self.seen += &String::from_utf8_lossy(&b),
-                Err(_) => return false,
-            }
-        }
-        true
-    }
-}
-
 /// `rl exec -it NAME sh` on a pty the test opened, as from a user's terminal: the shell gets a
 /// pty of the container's own devpts with the outer window size, Ctrl-C reaches its foreground
 /// job, and the exit status comes back.
@@ -290,83 +262,38 @@ impl Terminal {
 fn exec_tty_session_on_a_pty() {
     let Some(ctx) = Ctx::new() else { return };
     let c = start(&ctx, &[]);
-    let ws = nix::pty::Winsize { ws_row: 33, ws_col: 99, ws_xpixel: 0, ws_ypixel: 0 };
-    let pty = nix::pty::openpty(&ws, None).expect("openpty");
-    let mut cmd = exec_cmd(&ctx, &["-i", "-t"], &c.name, &["sh"]);
-    let slave: OwnedFd = pty.slave;
-    cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave.try_clone().unwrap()));
-    // SAFETY: setsid and ioctl are async-signal-safe; they make the slave (now fd 0) the
-    // controlling terminal of rl's new session, as a terminal emulator does.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn rl exec");
-    drop(cmd);
-    drop(slave);
-    let master = File::from(pty.master);
-    let mut reader = master.try_clone().expect("dup master");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut term = Terminal { master, rx, seen: String::new() };
-    let fail = |child: &mut std::process::Child, term: &Terminal, what: &str| -> ! {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{what}\n--- terminal so far:\n{}\n---", term.seen);
-    };
+    let mut term = Terminal::spawn(exec_cmd(&ctx, &["-i", "-t"], &c.name, &["sh"]), 33, 99);
 
     term.send("tty; stty size; cat /proc/1/cmdline; echo; echo m-$((6*7))\r");
     if !term.expect("m-42") {
-        fail(&mut child, &term, "the shell did not answer");
+        term.fail("the shell did not answer");
     }
     if !term.seen.contains("/dev/pts/0") {
-        fail(&mut child, &term, "`tty` should be a pty of the container's devpts (/dev/pts/0)");
+        term.fail("`tty` should be a pty of the container's devpts (/dev/pts/0)");
     }
     if !term.seen.contains("33 99") {
-        fail(&mut child, &term, "`stty size` should be the outer window size 33 99");
+        term.fail("`stty size` should be the outer window size 33 99");
     }
     if !term.seen.contains(&ctx.marker) {
-        fail(&mut child, &term, "PID 1 should be the container's sleep");
+        term.fail("PID 1 should be the container's sleep");
     }
 
     let other = format!("{}3", ctx.marker);
     term.send(&format!("sleep {other}\r"));
     let find = || processes().into_iter().find(|p| p.argv == ["sleep", other.as_str()] && p.state != 'Z');
     if !poll_until(|| find().is_some()) {
-        fail(&mut child, &term, "the shell's `sleep` never started");
+        term.fail("the shell's `sleep` never started");
     }
     term.send("\x03");
     if !poll_until(|| find().is_none()) {
-        fail(&mut child, &term, "Ctrl-C did not interrupt the sleep");
+        term.fail("Ctrl-C did not interrupt the sleep");
     }
     term.send("echo rc=$?\r");
     if !term.expect("rc=130") {
-        fail(&mut child, &term, "the interrupted sleep should report 130 (SIGINT)");
+        term.fail("the interrupted sleep should report 130 (SIGINT)");
     }
     term.send("exit 3\r");
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait rl") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            fail(&mut child, &term, "rl exec did not exit after `exit 3`");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let status = term.wait("rl exec did not exit after `exit 3`");
     assert_eq!(status.code(), Some(3), "exit status of the shell\n--- terminal:\n{}", term.seen);
     c.stop();
 }

@@ -11,15 +11,11 @@ use std::process::Command;
 use common::*;
 
 fn rl(ctx: &Ctx, args: &[&str]) -> Out {
-    let mut c = ctx.rl();
-    c.args(args);
-    output(c, None)
+    ctx.rl_out(args, None)
 }
 
 fn rl_stdin(ctx: &Ctx, args: &[&str], stdin: &[u8]) -> Out {
-    let mut c = ctx.rl();
-    c.args(args);
-    output(c, Some(stdin))
+    ctx.rl_out(args, Some(stdin))
 }
 
 /// Names of the entries of a store directory (`layers`, `images`, `tmp`).

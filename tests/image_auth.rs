@@ -16,14 +16,8 @@ fn auth_registry() -> Option<(String, String, String)> {
     Some((reg.unwrap_or_default(), u.to_string(), p.to_string()))
 }
 
-/// `rl` with its own auth file, config home and Docker config dir (inside the test's dir).
 fn rl(ctx: &Ctx, args: &[&str], stdin: Option<&[u8]>) -> Out {
-    let mut c = ctx.rl();
-    c.env("REGISTRY_AUTH_FILE", ctx.dir.join("auth.json"))
-        .env("XDG_CONFIG_HOME", ctx.dir.join("config"))
-        .env("DOCKER_CONFIG", ctx.dir.join("docker"))
-        .args(args);
-    output(c, stdin)
+    ctx.rl_isolated(args, stdin)
 }
 
 #[test]

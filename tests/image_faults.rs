@@ -10,15 +10,8 @@ use std::time::Duration;
 
 use common::*;
 
-/// `rl` with its own auth file, config home and Docker config dir (inside the test's dir), so
-/// no credential or registries.conf of the user running the tests takes part.
 fn rl(ctx: &Ctx, args: &[&str], stdin: Option<&[u8]>) -> Out {
-    let mut c = ctx.rl();
-    c.env("REGISTRY_AUTH_FILE", ctx.dir.join("auth.json"))
-        .env("XDG_CONFIG_HOME", ctx.dir.join("config"))
-        .env("DOCKER_CONFIG", ctx.dir.join("docker"))
-        .args(args);
-    output(c, stdin)
+    ctx.rl_isolated(args, stdin)
 }
 
 /// The config digest and the layer digests of `test/NAME:latest`, asked of the registry

@@ -65,9 +65,7 @@ fn top_layer_digest(reg: &str, name: &str) -> String {
 }
 
 fn rl(ctx: &Ctx, args: &[&str]) -> Out {
-    let mut c = ctx.rl();
-    c.args(args);
-    output(c, None)
+    ctx.rl_out(args, None)
 }
 
 fn names(dir: &Path) -> Vec<String> {

@@ -7,9 +7,7 @@ mod common;
 use common::*;
 
 fn rl(ctx: &Ctx, args: &[&str]) -> Out {
-    let mut c = ctx.rl();
-    c.args(args);
-    output(c, None)
+    ctx.rl_out(args, None)
 }
 
 /// Pulls `image` and returns its id.

@@ -10,14 +10,8 @@ use common::*;
 const USER: &str = "alice";
 const PASSWORD: &str = "alice-password";
 
-/// `rl` with its own auth file, config home and Docker config dir (inside the test's dir).
 fn rl(ctx: &Ctx, args: &[&str], stdin: Option<&[u8]>) -> Out {
-    let mut c = ctx.rl();
-    c.env("REGISTRY_AUTH_FILE", ctx.dir.join("auth.json"))
-        .env("XDG_CONFIG_HOME", ctx.dir.join("config"))
-        .env("DOCKER_CONFIG", ctx.dir.join("docker"))
-        .args(args);
-    output(c, stdin)
+    ctx.rl_isolated(args, stdin)
 }
 
 /// A registry with `auth: token` and its token server; the shared test registry's address.

@@ -9,9 +9,7 @@ use std::path::Path;
 use common::*;
 
 fn rl(ctx: &Ctx, args: &[&str]) -> Out {
-    let mut c = ctx.rl();
-    c.args(args);
-    output(c, None)
+    ctx.rl_out(args, None)
 }
 
 /// `rl run -d --rootfs ROOTFS OPTS... CMD...`; returns the id it printed.

@@ -5,13 +5,6 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::Instant;
 
 #[test]
 fn exit_status_zero() {
@@ -126,136 +119,54 @@ fn stdout_and_stderr_stay_apart() {
     assert!(!out.stderr.contains("to-out"), "{out}");
 }
 
-/// The outer side of a pty: what the container printed so far, read by a thread.
-struct Terminal {
-    master: File,
-    rx: mpsc::Receiver<Vec<u8>>,
-    seen: String,
-}
-
-impl Terminal {
-    fn send(&mut self, text: &str) {
-        self.master.write_all(text.as_bytes()).expect("write to the pty master");
-    }
-
-    /// Reads until `want` shows up; false on EOF or TIMEOUT.
-    fn expect(&mut self, want: &str) -> bool {
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.seen.contains(want) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(b) => self.seen += &String::from_utf8_lossy(&b),
-                Err(_) => return false,
-            }
-        }
-        true
-    }
-}
-
-fn set_winsize(fd: &impl AsRawFd, rows: u16, cols: u16) {
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer on an open pty fd.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-    assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
-}
-
 /// `rl run -it … sh` on a pty the test opened: rl's stdin, stdout and stderr are the slave,
 /// which is also its controlling terminal, as in a user's terminal session.
 #[test]
 fn tty_session_on_a_pty() {
     let Some(ctx) = Ctx::new() else { return };
-    let ws = nix::pty::Winsize { ws_row: 37, ws_col: 101, ws_xpixel: 0, ws_ypixel: 0 };
-    let pty = nix::pty::openpty(&ws, None).expect("openpty");
-    let outer_before = nix::sys::termios::tcgetattr(&pty.master).expect("tcgetattr");
-
-    let mut cmd = ctx.run_cmd(&["--rm", "-i", "-t"], &["sh"]);
-    let slave: OwnedFd = pty.slave;
-    cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave.try_clone().unwrap()));
-    // SAFETY: setsid and ioctl are async-signal-safe; they make the slave (now fd 0) the
-    // controlling terminal of rl's new session, as a terminal emulator does.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn rl");
-    drop(cmd);
-    drop(slave);
-
-    let master = File::from(pty.master);
-    let mut reader = master.try_clone().expect("dup master");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        // EIO once every slave fd is closed: the session is over.
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut term = Terminal { master, rx, seen: String::new() };
-    let fail = |child: &mut std::process::Child, term: &Terminal, what: &str| -> ! {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{what}\n--- terminal so far:\n{}\n---", term.seen);
-    };
+    let mut term = Terminal::spawn(ctx.run_cmd(&["--rm", "-i", "-t"], &["sh"]), 37, 101);
 
     // The echo of the typed line shows `$((6*7))`, never `42`: "m-42" proves the shell ran it.
     term.send("tty; stty size; echo m-$((6*7))\r");
     if !term.expect("m-42") {
-        fail(&mut child, &term, "the shell did not answer");
+        term.fail("the shell did not answer");
     }
     if !term.seen.contains("/dev/pts/0") {
-        fail(&mut child, &term, "`tty` inside should print /dev/pts/0");
+        term.fail("`tty` inside should print /dev/pts/0");
     }
     if !term.seen.contains("37 101") {
-        fail(&mut child, &term, "`stty size` inside should be the outer window size 37 101");
+        term.fail("`stty size` inside should be the outer window size 37 101");
     }
 
-    set_winsize(&term.master, 40, 120);
+    term.set_winsize(40, 120);
     term.send("stty size; echo m-$((7*7))\r");
     if !term.expect("m-49") || !term.seen.contains("40 120") {
-        fail(&mut child, &term, "after a resize of the outer pty `stty size` should be 40 120");
+        term.fail("after a resize of the outer pty `stty size` should be 40 120");
     }
 
     // Ctrl-C must reach the container's foreground job, not kill rl.
     term.send(&format!("sleep {}\r", ctx.marker));
     let marker = ctx.marker.clone();
-    let rl_pid = child.id() as i32;
+    let rl_pid = term.child.id() as i32;
     let find = || descendants(rl_pid).into_iter().find(|p| p.argv == ["sleep", marker.as_str()]);
     if !poll_until(|| find().is_some()) {
-        fail(&mut child, &term, "the container's `sleep` never started");
+        term.fail("the container's `sleep` never started");
     }
     term.send("\x03");
     if !poll_until(|| find().is_none()) {
-        fail(&mut child, &term, "Ctrl-C did not interrupt the container's sleep");
+        term.fail("Ctrl-C did not interrupt the container's sleep");
     }
     term.send("echo rc=$?\r");
     if !term.expect("rc=130") {
-        fail(&mut child, &term, "the interrupted sleep should report 130 (SIGINT)");
+        term.fail("the interrupted sleep should report 130 (SIGINT)");
     }
 
     term.send("exit 3\r");
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait rl") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            fail(&mut child, &term, "rl did not exit after `exit 3`");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let status = term.wait("rl did not exit after `exit 3`");
     assert_eq!(status.code(), Some(3), "exit status of the shell\n--- terminal:\n{}", term.seen);
     let outer_after = nix::sys::termios::tcgetattr(&term.master).expect("tcgetattr");
-    assert_eq!(outer_after.local_flags, outer_before.local_flags, "rl must restore the terminal modes");
-    assert_eq!(outer_after.input_flags, outer_before.input_flags, "rl must restore the terminal modes");
+    assert_eq!(outer_after.local_flags, term.before.local_flags, "rl must restore the terminal modes");
+    assert_eq!(outer_after.input_flags, term.before.input_flags, "rl must restore the terminal modes");
 }
 
 #[test]

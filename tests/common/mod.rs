@@ -16,6 +16,7 @@ mod fault_proxy;
 mod own_registry;
 mod procs;
 mod running;
+mod terminal;
 mod token_server;
 
 #[allow(unused_imports)] // only the tests of a misbehaving registry use it
@@ -24,6 +25,8 @@ pub use fault_proxy::*;
 pub use own_registry::*;
 pub use procs::*;
 pub use running::*;
+#[allow(unused_imports)] // only the tests that drive a pty use it
+pub use terminal::*;
 #[allow(unused_imports)] // only the token auth tests use it
 pub use token_server::*;
 
@@ -200,6 +203,24 @@ impl Ctx {
     }
 
     /// `rl … run OPTS --rootfs ROOTFS CMD…`
+    /// `rl ARGS` in this context, with `stdin` fed to it; waits for it to end.
+    pub fn rl_out(&self, args: &[&str], stdin: Option<&[u8]>) -> Out {
+        let mut c = self.rl();
+        c.args(args);
+        output(c, stdin)
+    }
+
+    /// [`Ctx::rl_out`] with its own auth file, config home and Docker config dir (in the test's
+    /// dir), so no credential or registries.conf of the user running the tests takes part.
+    pub fn rl_isolated(&self, args: &[&str], stdin: Option<&[u8]>) -> Out {
+        let mut c = self.rl();
+        c.env("REGISTRY_AUTH_FILE", self.dir.join("auth.json"))
+            .env("XDG_CONFIG_HOME", self.dir.join("config"))
+            .env("DOCKER_CONFIG", self.dir.join("docker"))
+            .args(args);
+        output(c, stdin)
+    }
+
     pub fn run_cmd(&self, opts: &[&str], cmd: &[&str]) -> Command {
         self.run_cmd_in(&self.rootfs, opts, cmd)
     }
