@@ -119,6 +119,9 @@ pub struct ContainerConfig {
     /// When the container was made (nanoseconds since the epoch).
     #[serde(default)]
     pub created_ns: u128,
+    /// `--health-*` or the image's HEALTHCHECK.
+    #[serde(default)]
+    pub health: Option<crate::monitor::health::HealthConfig>,
 }
 
 /// `--restart=no|on-failure[:N]|always|unless-stopped`.

@@ -292,3 +292,29 @@ fn records_logs_and_sockets_are_private_to_the_user() {
     }
     rl(&ctx, &["rm", "-f", "p"]).assert_ok();
 }
+
+#[test]
+fn healthcheck_turns_unhealthy_and_back() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    let opts =
+        ["--name", "h", "--health-cmd", "test -e /tmp/ok", "--health-interval", "100ms", "--health-retries", "2"];
+    run_d(&ctx, &opts, &["sh", "-c", "touch /tmp/ok; exec sleep 1000"]);
+    let health = |ctx: &Ctx| inspect(ctx, "h")["State"]["Health"].clone();
+    assert!(poll_until(|| health(&ctx)["Status"] == "healthy"), "{}", health(&ctx));
+    let ps = rl(&ctx, &["ps", "--format", "{{.Status}}"]);
+    assert!(ps.stdout.contains("(healthy)"), "{ps}");
+
+    rl(&ctx, &["exec", "h", "rm", "/tmp/ok"]).assert_ok();
+    assert!(poll_until(|| health(&ctx)["Status"] == "unhealthy"), "{}", health(&ctx));
+    let h = health(&ctx);
+    assert!(h["FailingStreak"].as_u64().unwrap_or(0) >= 2, "{h}");
+    assert!(h["Log"].as_array().is_some_and(|l| l.iter().any(|p| p["ExitCode"] == 1)), "{h}");
+    let once = rl(&ctx, &["healthcheck", "run", "h"]);
+    assert_eq!((once.code(), once.stdout_trim()), (Some(1), "unhealthy"), "{once}");
+
+    rl(&ctx, &["exec", "h", "touch", "/tmp/ok"]).assert_ok();
+    let again = rl(&ctx, &["healthcheck", "run", "h"]);
+    assert_eq!((again.code(), again.stdout_trim()), (Some(0), "healthy"), "{again}");
+    rl(&ctx, &["rm", "-f", "h"]).assert_ok();
+    assert!(poll_until(|| ctx.leftover_processes().is_empty()), "{:?}", ctx.leftover_processes());
+}

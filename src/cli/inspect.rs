@@ -56,6 +56,10 @@ pub fn container_json(paths: &Paths, cfg: &ContainerConfig, st: &State) -> Value
             "Error": st.error.clone().unwrap_or_default(),
             "StartedAt": time(st.started_ns),
             "FinishedAt": time(st.finished_ns),
+            "Health": cfg.health.as_ref().map(|_| {
+                serde_json::to_value(crate::monitor::health::load(&paths.container(&cfg.id)).unwrap_or_default())
+                    .unwrap_or_default()
+            }),
         },
         "Image": cfg.image.clone().unwrap_or_default(),
         "ImageName": cfg.rootfs_source,
@@ -83,6 +87,10 @@ pub fn container_json(paths: &Paths, cfg: &ContainerConfig, st: &State) -> Value
             "OpenStdin": cfg.process.stdin,
             "Image": cfg.rootfs_source,
             "StopSignal": cfg.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
+            "Healthcheck": cfg.health.as_ref().map(|h| json!({
+                "Test": h.test, "Interval": h.interval_ns, "Timeout": h.timeout_ns,
+                "Retries": h.retries, "StartPeriod": h.start_period_ns,
+            })),
         },
         "Mounts": cfg.mounts.iter().map(|m| match m {
             crate::config::MountSpec::Bind { source, target, readonly } =>

@@ -8,6 +8,7 @@ pub mod cp;
 pub mod exec;
 pub mod export;
 pub mod format;
+pub mod healthcheck;
 pub mod history;
 pub mod image;
 pub mod images;
@@ -105,6 +106,8 @@ pub enum Command {
     Attach(attach::AttachArgs),
     /// Show a container's processes.
     Top(top::TopArgs),
+    /// Run a container's health check (`run CONTAINER`).
+    Healthcheck(healthcheck::HealthcheckArgs),
     /// Show a container's published ports.
     Port(top::TopArgs),
     /// Show containers or images as JSON.
@@ -165,6 +168,7 @@ pub fn main() -> i32 {
         Command::Logs(args) => logs::run(cli.root, cli.runroot, args),
         Command::Attach(args) => attach::run(cli.root, cli.runroot, args),
         Command::Top(args) => top::top(cli.root, cli.runroot, args),
+        Command::Healthcheck(args) => healthcheck::run(cli.root, cli.runroot, args),
         Command::Port(args) => top::port(cli.root, cli.runroot, args),
         Command::Inspect(args) => inspect::run(cli.root, cli.runroot, args),
         Command::Container(c) => container(cli.root, cli.runroot, c),

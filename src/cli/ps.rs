@@ -66,7 +66,7 @@ fn state_name(s: Status) -> &'static str {
 }
 
 /// One row of the listing.
-pub fn row(cfg: &ContainerConfig, st: &State, no_trunc: bool) -> Value {
+pub fn row(paths: &Paths, cfg: &ContainerConfig, st: &State, no_trunc: bool) -> Value {
     let id = if no_trunc { cfg.id.clone() } else { cfg.id.chars().take(12).collect() };
     let mut command = cfg.process.args.join(" ");
     if !no_trunc && command.chars().count() > 20 {
@@ -78,7 +78,14 @@ pub fn row(cfg: &ContainerConfig, st: &State, no_trunc: bool) -> Value {
         "Command": format!("\"{command}\""),
         "CreatedAt": crate::monitor::log::rfc3339_nanos(cfg.created_ns),
         "RunningFor": format!("{} ago", human(crate::state::now_ns().saturating_sub(cfg.created_ns))),
-        "Status": status_text(st),
+        "Status": match (st.status, cfg.health.is_some()) {
+            (Status::Running, true) => {
+                let h = crate::monitor::health::load(&paths.container(&cfg.id)).unwrap_or_default();
+                let shown = if h.status == "starting" { "health: starting".to_string() } else { h.status };
+                format!("{} ({shown})", status_text(st))
+            }
+            _ => status_text(st),
+        },
         "State": state_name(st.status),
         "Names": cfg.name,
         "Ports": "",
@@ -134,7 +141,7 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: PsArgs) -> Res
         }
         return Ok(0);
     }
-    let rows: Vec<Value> = list.iter().map(|(c, s)| row(c, s, args.no_trunc)).collect();
+    let rows: Vec<Value> = list.iter().map(|(c, s)| row(&paths, c, s, args.no_trunc)).collect();
     if args.format.as_deref() == Some("json") {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);

@@ -45,6 +45,24 @@ pub struct RunArgs {
     /// Log rotation of a detached container: max-size=SIZE, max-file=N (repeatable).
     #[arg(long = "log-opt", value_name = "OPT")]
     pub log_opt: Vec<String>,
+    /// Command run in the container to check its health (`none` disables the image's).
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (e.g. 30s, 500ms).
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// Time a health check may take before it counts as failed.
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures that make the container unhealthy.
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u32>,
+    /// Time after the start when failures do not count.
+    #[arg(long, value_name = "DURATION")]
+    pub health_start_period: Option<String>,
+    /// Ignore the image's HEALTHCHECK.
+    #[arg(long)]
+    pub no_healthcheck: bool,
     /// Keep stdin open and pass it to the container.
     #[arg(short, long)]
     pub interactive: bool,
@@ -170,6 +188,8 @@ struct Base {
     workdir: Option<String>,
     user: Option<String>,
     stop_signal: Option<String>,
+    /// Docker's `Healthcheck` of the image config, if any.
+    healthcheck: Option<serde_json::Value>,
 }
 
 fn base_from_rootfs(rootfs: &std::path::Path) -> Result<Base> {
@@ -188,6 +208,7 @@ fn base_from_rootfs(rootfs: &std::path::Path) -> Result<Base> {
         workdir: None,
         user: None,
         stop_signal: None,
+        healthcheck: None,
     })
 }
 
@@ -241,6 +262,11 @@ fn image_base(paths: &Paths, source: &str, rec: crate::store::images::ImageRecor
         workdir: c.working_dir().clone().filter(|w| !w.is_empty()),
         user: c.user().clone().filter(|u| !u.is_empty()),
         stop_signal: c.stop_signal().clone().filter(|s| !s.is_empty()),
+        // Docker's own field, not in the OCI config: read from the raw JSON.
+        healthcheck: serde_json::from_slice::<serde_json::Value>(&config_bytes)
+            .ok()
+            .map(|v| v["config"]["Healthcheck"].clone())
+            .filter(|h| h.is_object()),
     })
 }
 
@@ -290,6 +316,15 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
     if args.rm && restart != crate::config::RestartPolicy::No {
         bail!("--restart `{}` and --rm: a container removed when it exits cannot restart", args.restart);
     }
+    let flags = crate::monitor::health::Flags {
+        cmd: args.health_cmd.clone(),
+        interval: args.health_interval.clone(),
+        timeout: args.health_timeout.clone(),
+        retries: args.health_retries,
+        start_period: args.health_start_period.clone(),
+        none: args.no_healthcheck,
+    };
+    let health = crate::monitor::health::resolve(&flags, base.healthcheck.as_ref())?;
     let mut log = crate::monitor::log::LogConfig::default();
     for o in &args.log_opt {
         log.apply(o)?;
@@ -343,6 +378,7 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
         remove: args.rm,
         restart,
         log,
+        health,
         created_ns: state::now_ns(),
         id,
         name,

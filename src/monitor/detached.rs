@@ -195,7 +195,9 @@ fn run_once(
         None => (vec![(out_r, Stream::Stdout), (err_r, Stream::Stderr)], input),
     };
     let mut clients = super::attach::Clients::new(listener, input, running.pty.is_some());
-    let exit = watch(&running, sources, log, &mut clients)?;
+    let mut prober = cfg.health.as_ref().map(|h| super::health::Prober::new(paths, &cfg.id, h));
+    let exit = watch(&running, sources, log, &mut clients, &mut prober)?;
+    drop(prober);
     drop(clients);
     let _ = std::fs::remove_file(super::attach::socket_path(&cfg.dirs.run));
     running.stage.reap();
@@ -208,6 +210,7 @@ fn watch(
     sources: Vec<(OwnedFd, Stream)>,
     log: &mut Writer,
     clients: &mut super::attach::Clients,
+    prober: &mut Option<super::health::Prober>,
 ) -> Result<Exit> {
     let chan = &running.stage.chan;
     let mut open: Vec<Option<(OwnedFd, Stream)>> = sources.into_iter().map(Some).collect();
@@ -227,19 +230,32 @@ fn watch(
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
             }
         }
+        if let Some(fd) = prober.as_ref().and_then(|p| p.pidfd()) {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
         let first_client = fds.len();
         clients.poll_fds(&mut fds);
         // After the exit, output still in flight is drained; a process the container left
         // behind that keeps a stream open must not keep the monitor forever.
-        let timeout = if exit.is_some() { PollTimeout::from(2000u16) } else { PollTimeout::NONE };
+        let timeout = match (exit.is_some(), prober.as_ref()) {
+            (true, _) => PollTimeout::from(2000u16),
+            (false, Some(p)) => PollTimeout::try_from(p.wait_ms().min(60_000) as i32).unwrap_or(PollTimeout::MAX),
+            (false, None) => PollTimeout::NONE,
+        };
         match poll(&mut fds, timeout) {
-            Ok(0) => break,
+            Ok(0) if exit.is_some() => break,
+            Ok(0) => {}
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(e).context("wait for the container"),
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
         clients.handle(&ready[first_client..]);
+        if exit.is_none() {
+            if let Some(p) = prober.as_mut() {
+                p.tick();
+            }
+        }
         let mut k = 0;
         if exit.is_none() {
             if ready[0] {

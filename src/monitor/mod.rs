@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod detached;
+pub mod health;
 pub mod log;
 
 use std::io::Write;
