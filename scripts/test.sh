@@ -176,7 +176,25 @@ root_main() {
   cd "$STAGE" # the test users cannot enter the checkout
   suite_as "$RL_TEST_USER" RL_TEST_REGISTRY="$RL_TEST_REGISTRY" RL_TEST_AUTH_REGISTRY="$RL_TEST_AUTH_REGISTRY" \
     RL_TEST_AUTH_CREDS="$RL_TEST_AUTH_CREDS" -- --skip nosubid_
-  suite_as "$RL_NOSUBID_USER" RL_TEST_NOSUBID=1 -- nosubid_
+  # A running container of the test user for the second user to fail to reach.
+  local other=$STAGE/privacy other_pid
+  install -d -m 0755 -o "$RL_TEST_USER" "$other"
+  other_pid=$(as_test_user "$STAGE/bin/rl" --root "$other/store" --runroot "$other/run" run -d --name secret \
+    --rootfs "$STAGE/fixtures/$RL_TEST_USER/busybox" sleep 3600 >/dev/null &&
+    as_test_user "$STAGE/bin/rl" --root "$other/store" --runroot "$other/run" inspect secret | jq -r '.[0].State.Pid') ||
+    die "start the test user's container for the privacy test"
+  suite_as "$RL_NOSUBID_USER" RL_TEST_NOSUBID=1 RL_TEST_OTHER_ROOT="$other/store" RL_TEST_OTHER_RUNROOT="$other/run" \
+    RL_TEST_OTHER_PID="$other_pid" -- nosubid_
+  as_test_user "$STAGE/bin/rl" --root "$other/store" --runroot "$other/run" rm -f secret >/dev/null || true
+}
+
+# as_test_user CMD...: CMD as the test user in a login-like environment.
+as_test_user() {
+  local home run
+  home=$(getent passwd "$RL_TEST_USER" | cut -d: -f6)
+  run=$(host_runtime_dir "$RL_TEST_USER")
+  (cd "$STAGE" && runuser -u "$RL_TEST_USER" -- env -i HOME="$home" USER="$RL_TEST_USER" PATH="$STD_PATH" \
+    XDG_RUNTIME_DIR="$run" "$@")
 }
 
 user_main() {

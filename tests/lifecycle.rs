@@ -318,3 +318,34 @@ fn healthcheck_turns_unhealthy_and_back() {
     rl(&ctx, &["rm", "-f", "h"]).assert_ok();
     assert!(poll_until(|| ctx.leftover_processes().is_empty()), "{:?}", ctx.leftover_processes());
 }
+
+/// Another user's running container (scripts/test.sh starts one as the test user and runs this
+/// as the second user, passing where it lives): it cannot be listed, read, attached to or
+/// signalled.
+#[test]
+fn nosubid_another_users_container_is_out_of_reach() {
+    let Some(ctx) = Ctx::nosubid() else { return };
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (root, runroot, pid) = (var("RL_TEST_OTHER_ROOT"), var("RL_TEST_OTHER_RUNROOT"), var("RL_TEST_OTHER_PID"));
+    if !require(root.is_some() && runroot.is_some() && pid.is_some(), "no other user's container (scripts/test.sh as root makes one)") {
+        return;
+    }
+    let (root, runroot) = (root.unwrap_or_default(), runroot.unwrap_or_default());
+    let pid: i32 = pid.unwrap_or_default().parse().expect("RL_TEST_OTHER_PID is a pid");
+    assert!(process(pid).is_some(), "the other user's container runs");
+    let theirs = |args: &[&str]| {
+        let mut c = std::process::Command::new(rl_bin());
+        c.args(["--root", &root, "--runroot", &runroot]).args(args);
+        output(c, None)
+    };
+    for args in [&["ps", "-a"][..], &["logs", "secret"], &["inspect", "secret"], &["attach", "secret"], &["stop", "secret"]] {
+        let out = theirs(args);
+        assert_ne!(out.code(), Some(0), "`rl {}` on another user's store must fail\n{out}", args.join(" "));
+        assert!(!out.stdout.contains("secret"), "{out}");
+    }
+    assert!(std::fs::read_dir(Path::new(&root).join("containers")).is_err(), "the records are unreadable");
+    assert!(std::fs::read_dir(&runroot).is_err(), "the run root (attach sockets) is unreadable");
+    let signal = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None);
+    assert_eq!(signal, Err(nix::errno::Errno::EPERM), "the container's processes cannot be signalled");
+    drop(ctx);
+}
