@@ -327,7 +327,10 @@ fn nosubid_another_users_container_is_out_of_reach() {
     let Some(ctx) = Ctx::nosubid() else { return };
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let (root, runroot, pid) = (var("RL_TEST_OTHER_ROOT"), var("RL_TEST_OTHER_RUNROOT"), var("RL_TEST_OTHER_PID"));
-    if !require(root.is_some() && runroot.is_some() && pid.is_some(), "no other user's container (scripts/test.sh as root makes one)") {
+    if !require(
+        root.is_some() && runroot.is_some() && pid.is_some(),
+        "no other user's container (scripts/test.sh as root makes one)",
+    ) {
         return;
     }
     let (root, runroot) = (root.unwrap_or_default(), runroot.unwrap_or_default());
@@ -338,7 +341,9 @@ fn nosubid_another_users_container_is_out_of_reach() {
         c.args(["--root", &root, "--runroot", &runroot]).args(args);
         output(c, None)
     };
-    for args in [&["ps", "-a"][..], &["logs", "secret"], &["inspect", "secret"], &["attach", "secret"], &["stop", "secret"]] {
+    for args in
+        [&["ps", "-a"][..], &["logs", "secret"], &["inspect", "secret"], &["attach", "secret"], &["stop", "secret"]]
+    {
         let out = theirs(args);
         assert_ne!(out.code(), Some(0), "`rl {}` on another user's store must fail\n{out}", args.join(" "));
         assert!(!out.stdout.contains("secret"), "{out}");
