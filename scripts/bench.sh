@@ -115,7 +115,7 @@ pull_round() {
     -n podman "podman --root $s/podman --runroot $s/podman-run --storage-driver overlay pull -q --tls-verify=false $image" \
     -n floor "sh -c 'mkdir -p $s/floor && curl -sf http://$reg/v2/test/debian/blobs/$blob | gunzip | tar -x -C $s/floor'" \
     >"$out/pull-$label.log" 2>&1 || { tail -20 "$out/pull-$label.log"; die "pull benchmark failed"; }
-  userns_rm "$s" || true
+  userns_rm "$s/rl" "$s/podman" "$s/podman-run" "$s/floor" || true
   local rl_ms podman_ms floor_ms
   rl_ms=$(median_ms "$out/pull-$label.json" 0)
   podman_ms=$(median_ms "$out/pull-$label.json" 1)
