@@ -178,7 +178,9 @@ fn run_once(
     st.monitor_start = state::start_time(me);
     st.exit_code = None;
     st.error = None;
-    state::save(paths, &cfg.id, &st)?;
+    // Not fsync'd: after a crash "running" means nothing (the processes are gone with it), and
+    // this write is on every detached start's path. The exit is written durably.
+    state::save_as(paths, &cfg.id, &st, false)?;
     if let Some(fd) = ready.take() {
         report(fd, &Ready::Running);
     }
