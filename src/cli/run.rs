@@ -469,7 +469,8 @@ fn linger_note() -> Option<String> {
         return None;
     }
     Some(format!(
-        "note: the container runs while you are logged in; to keep it after you log out: `loginctl enable-linger {user}`"
+        "note: the container runs while you are logged in; to keep it after you log out: `loginctl enable-linger {user}` \
+         (see distro-notes/debian.md#containers-stop-at-logout)"
     ))
 }
 
