@@ -6,9 +6,7 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
-use std::fs::{self, File};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
+use std::fs;
 use std::process::Command;
 
 /// A container kept running by `sleep MARKER` as its PID 1.
@@ -196,23 +194,12 @@ fn exec_into_an_unknown_or_stopped_container_fails_cleanly() {
     assert!(out.stderr.lines().any(|l| l.starts_with("hint: ")), "{out}");
 }
 
-/// An fd rl inherited (and its own sync socket) never reaches the exec'd process.
+/// An fd rl inherited (fd 7, and its own sync socket) never reaches the exec'd process.
 #[test]
 fn exec_closes_inherited_fds() {
     let Some(ctx) = Ctx::new() else { return };
     let c = start(&ctx, &[]);
-    let leak = File::open(ctx.dir.as_path()).expect("open the test dir");
-    let raw = leak.as_raw_fd();
-    let mut cmd = exec_cmd(&ctx, &[], &c.name, &["sh", "-c", "ls /proc/$$/fd; true"]);
-    // SAFETY: dup2 is async-signal-safe; it puts the test dir on fd 9 without close-on-exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(raw, 9) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let cmd = with_leaked_fd(exec_cmd(&ctx, &[], &c.name, &["sh", "-c", "ls /proc/$$/fd; true"]));
     let out = output(cmd, None);
     out.assert_ok();
     let fds: Vec<&str> = out.stdout.split_whitespace().collect();

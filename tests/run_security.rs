@@ -167,14 +167,6 @@ fn seccomp_unconfined_allows_them() {
     assert_eq!(status_field(&out.stdout, "Seccomp"), Some("0"), "{out}");
 }
 
-/// `inner` run from a shell that first opens fd 7 without close-on-exec, as a careless caller
-/// of rl would (a CI runner, a shell script).
-fn with_leaked_fd(inner: std::process::Command) -> std::process::Command {
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c").arg(r#"exec 7</dev/null; exec "$@""#).arg("sh").arg(inner.get_program()).args(inner.get_args());
-    cmd
-}
-
 #[test]
 fn only_stdio_reaches_the_payload() {
     let Some(ctx) = Ctx::new() else { return };

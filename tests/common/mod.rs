@@ -337,6 +337,14 @@ fn make_writable(p: &Path) {
     }
 }
 
+/// `inner` run from a shell that first opens fd 7 without close-on-exec, as a careless caller
+/// of rl would (a CI runner, a shell script).
+pub fn with_leaked_fd(inner: Command) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(r#"exec 7</dev/null; exec "$@""#).arg("sh").arg(inner.get_program()).args(inner.get_args());
+    cmd
+}
+
 /// The test registry's `host:port` (RL_TEST_REGISTRY), or None after saying why it is missing.
 pub fn test_registry() -> Option<String> {
     let r = env::var("RL_TEST_REGISTRY").ok().filter(|r| !r.is_empty());

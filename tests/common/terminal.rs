@@ -3,8 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -23,24 +22,21 @@ pub struct Terminal {
 
 impl Terminal {
     /// Starts `cmd` on a new `rows`×`cols` pty.
-    pub fn spawn(mut cmd: Command, rows: u16, cols: u16) -> Terminal {
+    pub fn spawn(cmd: Command, rows: u16, cols: u16) -> Terminal {
         let ws = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         let pty = nix::pty::openpty(&ws, None).expect("openpty");
         let before = nix::sys::termios::tcgetattr(&pty.master).expect("tcgetattr");
         let slave: OwnedFd = pty.slave;
+        // util-linux's `setsid --ctty` starts a session whose controlling terminal is its stdin
+        // (the slave), as a terminal emulator does, then execs rl.
+        let mut cmd = {
+            let mut wrapped = Command::new("setsid");
+            wrapped.arg("--ctty").arg(cmd.get_program()).args(cmd.get_args());
+            wrapped
+        };
         cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
             .stderr(Stdio::from(slave.try_clone().unwrap()));
-        // SAFETY: setsid and ioctl are async-signal-safe; they make the slave (now fd 0) the
-        // controlling terminal of rl's new session, as a terminal emulator does.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let child = cmd.spawn().expect("spawn rl on the pty");
         drop(cmd);
         drop(slave);
@@ -98,11 +94,13 @@ impl Terminal {
         }
     }
 
-    /// Resizes the outer terminal.
+    /// Resizes the outer terminal (`stty` on the master sets the pty's window size).
     pub fn set_winsize(&self, rows: u16, cols: u16) {
-        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-        // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer on an open pty fd.
-        let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-        assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+        let st = Command::new("stty")
+            .args(["rows", &rows.to_string(), "cols", &cols.to_string()])
+            .stdin(Stdio::from(self.master.try_clone().expect("dup master")))
+            .status()
+            .expect("run stty");
+        assert!(st.success(), "stty rows {rows} cols {cols}: {st}");
     }
 }
