@@ -83,17 +83,17 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: ExecArgs) -> R
     if nix::sys::signal::kill(pid, None).is_err() {
         return Err(not_running());
     }
-    let job = ExecJob {
+    let process = config::Process {
         args: command.to_vec(),
         env: config::build_env(&cfg.process.env, &args.env_file, &args.env, args.tty, &cfg.hostname)?,
         cwd: args.workdir.clone().unwrap_or_else(|| cfg.process.cwd.clone()),
         user: args.user.clone().unwrap_or_else(|| cfg.process.user.clone()),
         group_add: cfg.process.group_add.clone(),
         tty: args.tty,
-        detach: args.detach,
-        security: cfg.security.clone(),
-        set_groups: cfg.idmap.helpers,
+        stdin: args.interactive,
+        init: false,
     };
+    let job = ExecJob { process, detach: args.detach, security: cfg.security.clone(), set_groups: cfg.idmap.helpers };
     exec(pid, job, &args, parent::exe_exposed(&cfg.idmap)).with_context(|| format!("exec in container `{query}`"))
 }
 

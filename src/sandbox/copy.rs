@@ -39,6 +39,7 @@ use super::msg::{Job, Msg};
 use super::parent::{Spawn, Stage1};
 use crate::config::{ContainerConfig, Dirs, OverlayBackend};
 use crate::state::{State, Status};
+use crate::store::export::header;
 use crate::store::Paths;
 use crate::store::{export, unpack};
 
@@ -314,49 +315,17 @@ fn reopen(root: &OwnedFd, path: &str, at: &OwnedFd, leaf: &OsStr, flags: OFlag) 
     }
 }
 
-fn header(kind: EntryType, st: &FileStat) -> Header {
-    let mut h = Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_mode(st.st_mode & 0o7777);
-    h.set_uid(st.st_uid.into());
-    h.set_gid(st.st_gid.into());
-    h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
-    h.set_size(0);
-    h
-}
-
-/// Appends one entry named `name` (a link pointing at `link`), with PAX records for a name or
-/// target longer than the ustar fields and for `pax` (xattrs).
+/// Appends one entry with raw PAX records `pax` (full keys) besides the long-name ones.
 fn append_with<W: Write>(
     tar: &mut tar::Builder<W>,
-    mut h: Header,
+    h: Header,
     name: &[u8],
     link: Option<&[u8]>,
     pax: &[(String, Vec<u8>)],
     data: impl Read,
 ) -> Result<()> {
-    let mut records: Vec<(String, &[u8])> = pax.iter().map(|(k, v)| (k.clone(), v.as_slice())).collect();
-    let old = h.as_old_mut();
-    old.name.fill(0);
-    old.linkname.fill(0);
-    if let Some(u) = h.as_ustar_mut() {
-        u.prefix.fill(0);
-    }
-    if name.len() > 100 {
-        records.push(("path".into(), name));
-    }
-    let n = name.len().min(100);
-    h.as_old_mut().name[..n].copy_from_slice(&name[..n]);
-    if let Some(link) = link {
-        if link.len() > 100 {
-            records.push(("linkpath".into(), link));
-        }
-        let n = link.len().min(100);
-        h.as_old_mut().linkname[..n].copy_from_slice(&link[..n]);
-    }
-    tar.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v))).context("write PAX header")?;
-    h.set_cksum();
-    tar.append(&h, data).context("write entry")
+    let records: Vec<(String, &[u8])> = pax.iter().map(|(k, v)| (k.clone(), v.as_slice())).collect();
+    crate::store::export::append_entry(tar, h, name, link, &records, data)
 }
 
 /// [`append_with`] without extended attributes.

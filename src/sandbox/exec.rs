@@ -15,7 +15,7 @@
 
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
@@ -31,24 +31,16 @@ use serde::{Deserialize, Serialize};
 use super::msg::{Channel, Msg};
 use super::{init, stage1, user};
 use crate::config::Security;
-use crate::hint::{ExitStatus, EXIT_RL_FAILED};
+use crate::hint::EXIT_RL_FAILED;
 use crate::sys;
 
 /// What to run in the container, built by `rl exec` from the container's config and its flags.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ExecJob {
-    /// The command and its arguments.
-    pub args: Vec<String>,
-    /// The container's environment with the `-e` variables on top.
-    pub env: Vec<String>,
-    /// `-w`, else the container's working directory.
-    pub cwd: String,
-    /// `-u USER[:GROUP]`, else the container's user.
-    pub user: String,
-    /// The container's `--group-add` groups.
-    pub group_add: Vec<String>,
-    /// Give the process a pty of the container's devpts (`-t`).
-    pub tty: bool,
+    /// The command (`-t` as `tty`), its environment (the container's with `-e` on top), `-w`
+    /// (else the container's working directory), `-u` (else the container's user) and the
+    /// container's `--group-add` groups.
+    pub process: crate::config::Process,
     /// `-d`: report the start and leave the process running, with stdio on /dev/null.
     pub detach: bool,
     /// The container's capabilities, seccomp and no_new_privs.
@@ -103,16 +95,10 @@ pub fn run(chan: &Channel, job: &ExecJob, mask: SigSet) -> Result<()> {
 
 /// The forked child: sets up and execs; never returns.
 fn child(job: &ExecJob, chan: &Channel, report: OwnedFd, seccomp: Option<&BpfProgram>) -> ! {
-    let err = match setup_and_exec(job, chan, seccomp) {
+    match setup_and_exec(job, chan, seccomp) {
         Ok(never) => match never {},
-        Err(e) => e,
-    };
-    let code = err.chain().find_map(|e| e.downcast_ref::<ExitStatus>()).map_or(EXIT_RL_FAILED, |s| s.code);
-    let msg = Msg::Failed { message: format!("{err:#}"), code, problem: None };
-    if let Ok(text) = serde_json::to_vec(&msg) {
-        let _ = std::fs::File::from(report).write_all(&text);
+        Err(e) => init::fail(e, report),
     }
-    sys::exit_now(code)
 }
 
 fn setup_and_exec(job: &ExecJob, chan: &Channel, seccomp: Option<&BpfProgram>) -> Result<Infallible> {
@@ -122,12 +108,12 @@ fn setup_and_exec(job: &ExecJob, chan: &Channel, seccomp: Option<&BpfProgram>) -
     // Joining the mount namespace made the container's root our root and working directory, so
     // these are the container's files.
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let who = user::resolve(&job.user, &job.group_add, &read("/etc/passwd"), &read("/etc/group"))?;
-    let mut env = job.env.clone();
+    let who = user::resolve(&job.process.user, &job.process.group_add, &read("/etc/passwd"), &read("/etc/group"))?;
+    let mut env = job.process.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", who.home));
     }
-    let pty = match job.tty {
+    let pty = match job.process.tty {
         true => Some(init::open_pty_master(Path::new("/dev/pts/ptmx"))?),
         false => None,
     };
@@ -139,14 +125,14 @@ fn setup_and_exec(job: &ExecJob, chan: &Channel, seccomp: Option<&BpfProgram>) -
         nix::unistd::dup2_stderr(&null).context("put stderr on /dev/null")?;
     }
     init::new_session(chan, pty, &who)?;
-    init::harden(&who, &job.security, job.set_groups, &job.cwd)?;
+    init::harden(&who, &job.security, job.set_groups, &job.process.cwd)?;
     if job.detach {
         // Stage 1 leaves once the exec happened: the process must outlive it.
         nix::sys::prctl::set_pdeathsig(None).context("clear the parent-death signal")?;
     }
-    let argv: Vec<CString> = job.args.iter().map(|a| init::cstring(a)).collect::<Result<_>>()?;
+    let argv: Vec<CString> = job.process.args.iter().map(|a| init::cstring(a)).collect::<Result<_>>()?;
     let envp: Vec<CString> = env.iter().map(|e| init::cstring(e)).collect::<Result<_>>()?;
-    let arg0 = job.args.first().context("exec: no command")?;
+    let arg0 = job.process.args.first().context("exec: no command")?;
     let program = init::find_program(arg0, &env)?;
     init::exec(&program, &argv, &envp, seccomp)
 }

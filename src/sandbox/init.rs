@@ -29,10 +29,15 @@ use crate::sys;
 
 /// Runs the init; never returns.
 pub fn run(cfg: &ContainerConfig, chan: &Channel, report: OwnedFd, seccomp: Option<&seccompiler::BpfProgram>) -> ! {
-    let err = match setup_and_exec(cfg, chan, seccomp) {
+    match setup_and_exec(cfg, chan, seccomp) {
         Ok(never) => match never {},
-        Err(e) => e,
-    };
+        Err(e) => fail(e, report),
+    }
+}
+
+/// A process forked to exec the payload (the init, an exec'd command) could not: its error goes
+/// to stage 1 on `report` (a close-on-exec pipe), then it exits with the error's status.
+pub(super) fn fail(err: anyhow::Error, report: OwnedFd) -> ! {
     let code = err.chain().find_map(|e| e.downcast_ref::<ExitStatus>()).map_or(EXIT_RL_FAILED, |s| s.code);
     let msg = Msg::Failed { message: format!("{err:#}"), code, problem: None };
     if let Ok(text) = serde_json::to_vec(&msg) {

@@ -166,19 +166,28 @@ impl Stage1 {
         holder: &sys::NsHolder,
         ns: &[(&str, libc::c_int)],
     ) -> Result<Stage1> {
-        let how_fds = how.fds;
-        let stage = Self::start(how.stdin, how.output, how.sealed)?;
-        let joined = (|| {
-            let job_fds: Vec<i32> = how_fds.iter().map(|f| f.as_raw_fd()).collect();
-            stage.chan.send_fds(&Msg::Job(job), &job_fds)?;
-            drop(how_fds);
+        Self::launch(job, how, |_| {
             plan.apply(holder.pid, meanwhile)?;
             let mut fds = Vec::with_capacity(ns.len());
             for (name, _) in ns {
                 let path = format!("/proc/{}/ns/{name}", holder.pid);
                 fds.push(File::open(&path).with_context(|| format!("open `{path}`"))?);
             }
-            let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+            Ok(fds)
+        })
+    }
+
+    /// Execs stage 1 and hands it `job` (with `how`'s fds), then the namespaces `namespaces`
+    /// yields once the job is on its way (user first) to join; reaps it on any failure.
+    fn launch(job: Job, how: Spawn, namespaces: impl FnOnce(&Stage1) -> Result<Vec<File>>) -> Result<Stage1> {
+        let how_fds = how.fds;
+        let stage = Self::start(how.stdin, how.output, how.sealed)?;
+        let joined = (|| {
+            let job_fds: Vec<i32> = how_fds.iter().map(|f| f.as_raw_fd()).collect();
+            stage.chan.send_fds(&Msg::Job(job), &job_fds)?;
+            drop(how_fds);
+            let ns = namespaces(&stage)?;
+            let raw: Vec<i32> = ns.iter().map(|f| f.as_raw_fd()).collect();
             stage.chan.send_fds(&Msg::Join, &raw)
         })();
         match joined {
@@ -197,23 +206,10 @@ impl Stage1 {
     pub fn join(pid: Pid, job: Job, how: Spawn) -> Result<Stage1> {
         // Opened before stage 1 exists: a container that is gone fails here, cheaply.
         let ns = open_namespaces(pid)?;
-        let how_fds = how.fds;
-        let stage = Self::start(how.stdin, how.output, how.sealed)?;
-        let joined = (|| {
-            let job_fds: Vec<i32> = how_fds.iter().map(|f| f.as_raw_fd()).collect();
-            stage.chan.send_fds(&Msg::Job(job), &job_fds)?;
-            drop(how_fds);
+        Self::launch(job, how, |stage| {
             join_cgroup(pid, stage.child.id())?;
-            let raw: Vec<i32> = ns.iter().map(|f| f.as_raw_fd()).collect();
-            stage.chan.send_fds(&Msg::Join, &raw)
-        })();
-        match joined {
-            Ok(()) => Ok(stage),
-            Err(e) => {
-                stage.reap();
-                Err(e)
-            }
-        }
+            Ok(ns)
+        })
     }
 
     /// The next message; the peer closing first is an error.

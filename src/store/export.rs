@@ -291,38 +291,58 @@ impl<W: Write> Exporter<'_, W> {
     /// what the ustar header cannot hold.
     fn add(
         &mut self,
-        mut h: Header,
+        h: Header,
         name: &[u8],
         link: Option<&[u8]>,
         xattrs: &[(String, Vec<u8>)],
         data: impl Read,
     ) -> Result<()> {
-        let mut pax: Vec<(String, &[u8])> = Vec::new();
-        if name.len() > NAME_FIELD {
-            pax.push(("path".into(), name));
-        }
-        let field = &mut h.as_old_mut().name;
-        let n = name.len().min(NAME_FIELD);
-        field[..n].copy_from_slice(&name[..n]);
-        if let Some(link) = link {
-            if link.len() > NAME_FIELD {
-                pax.push(("linkpath".into(), link));
-            }
-            let field = &mut h.as_old_mut().linkname;
-            let n = link.len().min(NAME_FIELD);
-            field[..n].copy_from_slice(&link[..n]);
-        }
-        pax.extend(xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice())));
-        self.tar.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v))).context("write PAX header")?;
-        h.set_cksum();
-        self.tar.append(&h, data).context("write entry")?;
+        let records: Vec<(String, &[u8])> =
+            xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice())).collect();
+        append_entry(&mut self.tar, h, name, link, &records, data)?;
         self.summary.entries += 1;
         Ok(())
     }
 }
 
+/// Appends one entry named `name` (for links, pointing at `link`) with PAX `records` (full keys,
+/// e.g. `SCHILY.xattr.user.x`), adding `path`/`linkpath` records for what the 100-byte ustar
+/// fields cannot hold. Shared with `rl cp`'s archives.
+pub(crate) fn append_entry<W: Write>(
+    tar: &mut tar::Builder<W>,
+    mut h: Header,
+    name: &[u8],
+    link: Option<&[u8]>,
+    records: &[(String, &[u8])],
+    data: impl Read,
+) -> Result<()> {
+    let mut pax: Vec<(String, &[u8])> = Vec::new();
+    // A header copied from another archive may carry its own name fields: start them empty.
+    h.as_old_mut().name.fill(0);
+    h.as_old_mut().linkname.fill(0);
+    if let Some(u) = h.as_ustar_mut() {
+        u.prefix.fill(0);
+    }
+    if name.len() > NAME_FIELD {
+        pax.push(("path".into(), name));
+    }
+    let n = name.len().min(NAME_FIELD);
+    h.as_old_mut().name[..n].copy_from_slice(&name[..n]);
+    if let Some(link) = link {
+        if link.len() > NAME_FIELD {
+            pax.push(("linkpath".into(), link));
+        }
+        let n = link.len().min(NAME_FIELD);
+        h.as_old_mut().linkname[..n].copy_from_slice(&link[..n]);
+    }
+    pax.extend(records.iter().map(|(k, v)| (k.clone(), *v)));
+    tar.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v))).context("write PAX header")?;
+    h.set_cksum();
+    tar.append(&h, data).context("write entry")
+}
+
 /// A ustar header with the type, permission bits, owner and mtime (whole seconds) of `st`.
-fn header(kind: EntryType, st: &FileStat) -> Header {
+pub(crate) fn header(kind: EntryType, st: &FileStat) -> Header {
     let mut h = Header::new_ustar();
     h.set_entry_type(kind);
     h.set_mode(st.st_mode & 0o7777);
