@@ -18,16 +18,6 @@ fn rl_stdin(ctx: &Ctx, args: &[&str], stdin: &[u8]) -> Out {
     ctx.rl_out(args, Some(stdin))
 }
 
-/// Names of the entries of a store directory (`layers`, `images`, `tmp`).
-fn entries(ctx: &Ctx, dir: &str) -> Vec<String> {
-    let mut out: Vec<String> = match std::fs::read_dir(ctx.store.join(dir)) {
-        Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
-        Err(_) => Vec::new(),
-    };
-    out.sort();
-    out
-}
-
 /// Every name in `rl images --format json`, sorted.
 fn names(ctx: &Ctx) -> Vec<String> {
     let out = rl(ctx, &["images", "--format", "json"]);
@@ -58,9 +48,9 @@ fn snapshot(ctx: &Ctx) -> Snapshot {
     out.assert_ok();
     Snapshot {
         images: out.stdout,
-        layers: entries(ctx, "layers"),
-        records: entries(ctx, "images"),
-        tmp: entries(ctx, "tmp"),
+        layers: ctx.store_entries("layers"),
+        records: ctx.store_entries("images"),
+        tmp: ctx.store_entries("tmp"),
     }
 }
 
@@ -115,7 +105,7 @@ fn round_trip(format: &str) {
 
     rl(&ctx, &["rmi", &busybox, &layered]).assert_ok();
     assert_eq!(names(&ctx), Vec::<String>::new());
-    assert_eq!(entries(&ctx, "layers"), Vec::<String>::new());
+    assert_eq!(ctx.store_entries("layers"), Vec::<String>::new());
     let load = if format == "oci-archive" {
         // From stdin, gzip-compressed.
         let gz = Command::new("gzip").arg("-c").arg(&file).output().expect("run gzip");
@@ -130,8 +120,8 @@ fn round_trip(format: &str) {
         [format!("Loaded image: {busybox}"), format!("Loaded image: {layered}")]
     );
     assert_eq!(names(&ctx), [busybox.clone(), layered.clone()]);
-    assert_eq!(entries(&ctx, "layers").len(), 3, "the shared layer once");
-    assert_eq!(entries(&ctx, "tmp"), Vec::<String>::new(), "no staging leftovers");
+    assert_eq!(ctx.store_entries("layers").len(), 3, "the shared layer once");
+    assert_eq!(ctx.store_entries("tmp"), Vec::<String>::new(), "no staging leftovers");
     check_layered(&ctx, &layered);
     ctx.run_cmd_in_image(&["--rm", "--pull=never"], &busybox, &["echo", "ok"]).assert_ok();
 
@@ -313,7 +303,7 @@ fn save_errors_are_clear_and_write_nothing() {
     assert!(!file.exists());
     let left: Vec<_> = std::fs::read_dir(&ctx.dir).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(!left.iter().any(|n| n.to_string_lossy().contains("rl-save")), "{left:?}");
-    assert_eq!(entries(&ctx, "tmp"), Vec::<String>::new(), "no staging leftovers");
+    assert_eq!(ctx.store_entries("tmp"), Vec::<String>::new(), "no staging leftovers");
 
     // To stdout (a file here), by id: a nameless image, loaded back as such from stdin.
     let id = rl(&ctx, &["images", "-q"]).stdout_trim().to_string();

@@ -17,16 +17,6 @@ fn pull(ctx: &Ctx, image: &str) -> String {
     out.stdout_trim().to_string()
 }
 
-/// Names of the entries of a store directory (`layers`, `images`, `tmp`).
-fn entries(ctx: &Ctx, dir: &str) -> Vec<String> {
-    let mut out: Vec<String> = match std::fs::read_dir(ctx.store.join(dir)) {
-        Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
-        Err(_) => Vec::new(),
-    };
-    out.sort();
-    out
-}
-
 /// `rl images --format json` as (id, names).
 fn images(ctx: &Ctx) -> Vec<(String, Vec<String>)> {
     let out = rl(ctx, &["images", "--format", "json"]);
@@ -80,7 +70,7 @@ fn rmi_untags_then_deletes_the_image_and_its_unshared_layers() {
     pull(&ctx, &busybox);
     let layered_id = pull(&ctx, &layered);
     // busybox's one layer is layered's bottom layer: 3 layers in all.
-    assert_eq!(entries(&ctx, "layers").len(), 3);
+    assert_eq!(ctx.store_entries("layers").len(), 3);
     rl(&ctx, &["tag", &layered, "extra"]).assert_ok();
 
     // One of two names: only untagged.
@@ -97,17 +87,17 @@ fn rmi_untags_then_deletes_the_image_and_its_unshared_layers() {
     assert_eq!(lines[0], format!("Untagged: {layered}"), "{out}");
     assert_eq!(lines[1], format!("Deleted: {layered_id}"), "{out}");
     assert_eq!(lines.len(), 4, "two layers deleted\n{out}");
-    assert_eq!(entries(&ctx, "layers").len(), 1, "the shared layer stays");
-    assert_eq!(entries(&ctx, "tmp"), Vec::<String>::new(), "no staging leftovers");
+    assert_eq!(ctx.store_entries("layers").len(), 1, "the shared layer stays");
+    assert_eq!(ctx.store_entries("tmp"), Vec::<String>::new(), "no staging leftovers");
     ctx.run_cmd_in_image(&["--rm", "--pull=never"], &busybox, &["true"]).assert_ok();
 
     // busybox's layer holds files of subordinate ids (/home/user): deleted in the namespace.
     let out = rl(&ctx, &["image", "rm", &busybox]);
     out.assert_ok();
     assert!(out.stdout.contains(&format!("Untagged: {busybox}")), "{out}");
-    assert_eq!(entries(&ctx, "layers"), Vec::<String>::new(), "layers/ is empty on the host");
-    assert_eq!(entries(&ctx, "tmp"), Vec::<String>::new(), "no staging leftovers");
-    assert_eq!(entries(&ctx, "images"), vec!["tags.json".to_string()]);
+    assert_eq!(ctx.store_entries("layers"), Vec::<String>::new(), "layers/ is empty on the host");
+    assert_eq!(ctx.store_entries("tmp"), Vec::<String>::new(), "no staging leftovers");
+    assert_eq!(ctx.store_entries("images"), vec!["tags.json".to_string()]);
     rl(&ctx, &["rmi", &busybox]).assert_error("no such image");
 }
 
@@ -129,8 +119,8 @@ fn rmi_is_refused_while_a_container_uses_the_image() {
     );
     assert!(images(&ctx).is_empty());
     // The stopped container's rootfs still lists the layer: it stays (as Docker keeps it).
-    assert_eq!(entries(&ctx, "layers").len(), 1);
-    assert_eq!(entries(&ctx, "tmp"), Vec::<String>::new(), "no staging leftovers");
+    assert_eq!(ctx.store_entries("layers").len(), 1);
+    assert_eq!(ctx.store_entries("tmp"), Vec::<String>::new(), "no staging leftovers");
 }
 
 #[test]
@@ -146,7 +136,7 @@ fn rmi_by_id_with_names_in_several_repositories_needs_force() {
     assert_eq!(out.stdout.matches("Untagged: ").count(), 2, "{out}");
     assert!(out.stdout.contains(&format!("Deleted: {id}")), "{out}");
     assert!(images(&ctx).is_empty());
-    assert_eq!(entries(&ctx, "layers"), Vec::<String>::new());
+    assert_eq!(ctx.store_entries("layers"), Vec::<String>::new());
 }
 
 #[test]
@@ -219,8 +209,8 @@ fn prune_removes_dangling_images_and_with_all_unused_ones() {
     assert!(!out.stdout.contains("Total reclaimed space: 0B"), "{out}");
     assert_eq!(images(&ctx).len(), 1);
     // What remains: zstd's two layers (its busybox layer is the shared one).
-    assert_eq!(entries(&ctx, "layers").len(), 2);
-    assert_eq!(entries(&ctx, "tmp"), Vec::<String>::new(), "no staging leftovers");
+    assert_eq!(ctx.store_entries("layers").len(), 2);
+    assert_eq!(ctx.store_entries("tmp"), Vec::<String>::new(), "no staging leftovers");
 }
 
 #[test]

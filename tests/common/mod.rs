@@ -270,6 +270,16 @@ impl Ctx {
         }
     }
 
+    /// Names of the entries of a store directory (`layers`, `images`, `tmp`), sorted.
+    pub fn store_entries(&self, dir: &str) -> Vec<String> {
+        let mut out: Vec<String> = match fs::read_dir(self.store.join(dir)) {
+            Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => Vec::new(),
+        };
+        out.sort();
+        out
+    }
+
     /// `<root>/containers/*/upper`
     pub fn uppers(&self) -> Vec<PathBuf> {
         self.containers().into_iter().map(|c| c.join("upper")).filter(|u| u.is_dir()).collect()
