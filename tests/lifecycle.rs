@@ -354,3 +354,75 @@ fn nosubid_another_users_container_is_out_of_reach() {
     assert_eq!(signal, Err(nix::errno::Errno::EPERM), "the container's processes cannot be signalled");
     drop(ctx);
 }
+
+/// The children of `pid`, as the kernel lists them.
+fn children(pid: i32) -> Vec<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+#[test]
+fn a_detached_container_costs_one_rl_process() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    run_d(&ctx, &["--name", "one", "--overlay", "kernel"], &["sleep", &ctx.marker]);
+    let info = inspect(&ctx, "one");
+    let monitor = info["State"]["MonitorPid"].as_i64().unwrap_or(0) as i32;
+    let pid = info["State"]["Pid"].as_i64().unwrap_or(0) as i32;
+    // The monitor is the PID 1's parent, and nothing of rl stands between or beside them.
+    assert_eq!(process(pid).map(|p| p.ppid), Some(monitor), "{info}");
+    assert_eq!(children(monitor), vec![pid], "the monitor's only child is the container's PID 1");
+    // It still reaps the PID 1 and records how it ended.
+    rl(&ctx, &["kill", "-s", "KILL", "one"]).assert_ok();
+    let wait = rl(&ctx, &["wait", "one"]);
+    assert_eq!(wait.stdout_trim(), "137", "{wait}");
+    assert!(poll_until(|| process(monitor).is_none_or(|p| p.state == 'Z')), "the monitor ends with its container");
+    assert!(poll_until(|| ctx.leftover_processes().is_empty()), "{:?}", ctx.leftover_processes());
+}
+
+#[test]
+fn a_detached_rm_container_leaves_nothing_once_it_ends() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    // Its writable layer holds a file of a subordinate id, which only the user namespace can delete.
+    let script = format!("echo x > /made-here && chown 1000:1000 /made-here && exec sleep {}", ctx.marker);
+    let id = run_d(&ctx, &["--rm", "--name", "gone"], &["sh", "-c", &script]);
+    let monitor = inspect(&ctx, "gone")["State"]["MonitorPid"].as_i64().unwrap_or(0) as i32;
+    assert!(monitor > 0);
+    rl(&ctx, &["kill", "gone"]).assert_ok();
+    assert!(poll_until(|| process(monitor).is_none_or(|p| p.state == 'Z')), "the monitor ends");
+    let ps = rl(&ctx, &["ps", "-a", "-q", "--no-trunc"]);
+    assert!(!ps.stdout.contains(&id), "{ps}");
+    assert!(ctx.store_entries("containers").iter().all(|e| !e.contains(&id)), "{:?}", ctx.store_entries("containers"));
+    assert!(poll_until(|| ctx.leftover_processes().is_empty()), "{:?}", ctx.leftover_processes());
+}
+
+#[test]
+fn fuse_detached_container_reports_its_exit() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    if !fuse_usable() || which("fuse-overlayfs").is_none() {
+        eprintln!("skipped: /dev/fuse not rw or fuse-overlayfs not installed");
+        return;
+    }
+    run_d(&ctx, &["--name", "f", "--overlay", "fuse"], &["sh", "-c", "echo on-fuse; exit 5"]);
+    let wait = rl(&ctx, &["wait", "f"]);
+    assert_eq!(wait.stdout_trim(), "5", "{wait}");
+    let logs = rl(&ctx, &["logs", "f"]);
+    assert_eq!(logs.stdout, "on-fuse\n", "{logs}");
+    assert!(poll_until(|| ctx.leftover_processes().is_empty()), "{:?}", ctx.leftover_processes());
+}
+
+#[test]
+fn run_d_holds_none_of_the_callers_fds() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    // The caller's stdout also reaches rl as fd 7, as a wrapper's copy would: once `run -d`
+    // returns, the pipe must end (as `$(rl run -d …)` waits for it to), though the container
+    // runs on.
+    let inner = ctx.rl();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(r#"exec 7>&1; exec "$@""#).arg("sh").arg(inner.get_program()).args(inner.get_args());
+    let rootfs = ctx.rootfs.to_string_lossy().into_owned();
+    cmd.args(["run", "-d", "--name", "fds", "--rootfs", &rootfs, "sleep", &ctx.marker]);
+    let out = output(cmd, None);
+    out.assert_ok();
+    assert_eq!(state_of(&ctx, "fds"), "running");
+    rl(&ctx, &["rm", "-f", "fds"]).assert_ok();
+}

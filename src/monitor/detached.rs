@@ -5,9 +5,10 @@
 //! unwatched), owns the container's output pipes or pty master and writes them to the log,
 //! records the exit code and time in the container's state, and applies the restart policy.
 //!
-//! It tells the `rl` that launched it how the start went on a pipe (fd 3), then trims its own
-//! resident memory to what its wait loop touches (see [`super::trim`]): one monitor per
-//! container must stay small (the target is 600 KB; conmon takes ~2.5 MB).
+//! It tells the `rl` that launched it how the start went on a pipe (fd 3). Whenever it goes
+//! idle — at once after the start, and after a second without events — it drops its resident
+//! code before it waits (see [`super::idle_poll`]): one monitor per container must stay small
+//! (the target is 600 KB; conmon takes ~2.5 MB).
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -79,6 +80,11 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
         return EXIT_RL_FAILED;
     };
     let [root, runroot, id] = args else { return EXIT_RL_FAILED };
+    // Whatever else the caller's caller left open (a shell's pipe, a CI runner's fd) would be
+    // held for the container's whole life: a `$(rl run -d …)` reading such a pipe never ends.
+    if sys::close_from(READY_FD + 1).is_err() {
+        return EXIT_RL_FAILED;
+    }
     let paths = Paths { root: PathBuf::from(root), runroot: PathBuf::from(runroot) };
     let id = id.to_string_lossy().into_owned();
     let mut ready = Some(ready);
@@ -118,9 +124,8 @@ fn monitor(paths: &Paths, id: &str, ready: &mut Option<OwnedFd>) -> Result<()> {
     };
     let me = std::process::id() as i32;
     let mut log = Writer::open(&paths.container(id), cfg.log)?;
-    let mut trimmed = false;
     loop {
-        let exit = run_once(paths, &cfg, &mut log, ready, me, &mut trimmed)?;
+        let exit = run_once(paths, &cfg, &mut log, ready, me)?;
         let mut st = state::load(paths, id)?;
         st.status = Status::Exited;
         st.pid = None;
@@ -136,8 +141,12 @@ fn monitor(paths: &Paths, id: &str, ready: &mut Option<OwnedFd>) -> Result<()> {
         }
     }
     if cfg.remove {
-        let _ = std::fs::remove_dir_all(paths.container(id));
-        let _ = std::fs::remove_dir_all(&cfg.dirs.run);
+        // Stage 1 removed the record when it waited for the init; a handed-over init leaves it
+        // (its writable layer holds files of subordinate ids) to a removal in the namespace.
+        if paths.container(id).exists() {
+            let _ = crate::lifecycle::remove(paths, &cfg);
+        }
+        let _ = crate::sandbox::remove_tree(&cfg.dirs.run);
     }
     Ok(())
 }
@@ -149,7 +158,6 @@ fn run_once(
     log: &mut Writer,
     ready: &mut Option<OwnedFd>,
     me: i32,
-    trimmed: &mut bool,
 ) -> Result<Exit> {
     crate::cli::run::prepare_dirs(cfg)?;
     let listener = super::attach::listen(&cfg.dirs.run)?;
@@ -168,11 +176,20 @@ fn run_once(
         output: Some((Stdio::from(out_w), Stdio::from(err_w))),
         ..Spawn::default()
     };
-    let stage = Stage1::spawn(&cfg.idmap, Job::Run(Box::new(cfg.clone())), how, || Ok(()))?;
-    let running = parent::wait_started(stage)?;
+    let stage = Stage1::spawn(&cfg.idmap, Job::Launch(Box::new(cfg.clone())), how, || Ok(()))?;
+    let parent::Running { stage, pid, pty, adopted } = parent::wait_started(stage)?;
+    // Stage 1 handed the init over (the kernel overlay) and is exiting, or stays to wait for it
+    // (fuse-overlayfs) and reports the exit.
+    let waiter = match adopted {
+        true => {
+            stage.reap();
+            Waiter::Child(sys::pidfd_open(pid).context("pidfd_open the container's PID 1")?, pid)
+        }
+        false => Waiter::Stage(stage),
+    };
     let mut st = state::load(paths, &cfg.id)?;
     st.status = Status::Running;
-    st.pid = Some(running.pid.as_raw());
+    st.pid = Some(pid.as_raw());
     st.started_ns = Some(state::now_ns());
     st.monitor_pid = Some(me);
     st.monitor_start = state::start_time(me);
@@ -184,47 +201,102 @@ fn run_once(
     if let Some(fd) = ready.take() {
         report(fd, &Ready::Running);
     }
-    if !*trimmed {
-        super::trim();
-        *trimmed = true;
-    }
     // With a pty, the master carries both streams (as a terminal merges them) and the input.
-    let (sources, input): (Vec<(OwnedFd, Stream)>, Option<OwnedFd>) = match running.pty.as_ref() {
+    let (sources, input): (Vec<(OwnedFd, Stream)>, Option<OwnedFd>) = match pty.as_ref() {
         Some(m) => (
             vec![(m.try_clone().context("dup the pty master")?, Stream::Stdout)],
             Some(m.try_clone().context("dup the pty master")?),
         ),
         None => (vec![(out_r, Stream::Stdout), (err_r, Stream::Stderr)], input),
     };
-    let mut clients = super::attach::Clients::new(listener, input, running.pty.is_some());
+    let mut clients = super::attach::Clients::new(listener, input, pty.is_some());
     let mut prober = cfg.health.as_ref().map(|h| super::health::Prober::new(paths, &cfg.id, h));
-    let exit = watch(&running, sources, log, &mut clients, &mut prober)?;
+    let exit = watch(&waiter, sources, log, &mut clients, &mut prober)?;
     drop(prober);
     drop(clients);
     let _ = std::fs::remove_file(super::attach::socket_path(&cfg.dirs.run));
-    running.stage.reap();
+    match waiter {
+        Waiter::Stage(stage) => stage.reap(),
+        // What stage 1 would have removed: the runtime dir (the rootfs mount went with the
+        // init's mount namespace).
+        Waiter::Child(..) => {
+            let _ = crate::sandbox::remove_tree(&cfg.dirs.run);
+        }
+    }
     Ok(exit)
+}
+
+/// Where the container's exit comes from.
+enum Waiter {
+    /// Stage 1 waits for the init and reports its exit on the sync socket.
+    Stage(Stage1),
+    /// The init is our child: its pidfd, readable once it exited, and its pid to reap.
+    Child(OwnedFd, nix::unistd::Pid),
+}
+
+impl Waiter {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Waiter::Stage(s) => s.chan.as_fd(),
+            Waiter::Child(fd, _) => fd.as_fd(),
+        }
+    }
+
+    /// The exit, once [`Self::fd`] is readable.
+    fn exit(&self) -> Result<Exit> {
+        match self {
+            Waiter::Stage(s) => Ok(match s.chan.recv()? {
+                Some(Msg::Exited { code, signal }) => Exit { code, signal },
+                Some(other) => return Err(anyhow!("the stage-1 process sent an unexpected {other:?}")),
+                None => Exit { code: None, signal: None },
+            }),
+            Waiter::Child(_, pid) => loop {
+                match nix::sys::wait::waitpid(*pid, None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => {
+                        break Ok(Exit { code: Some(code), signal: None })
+                    }
+                    Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => {
+                        break Ok(Exit { code: None, signal: Some(sig as i32) })
+                    }
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(e) => break Err(e).context("wait for the container's PID 1"),
+                }
+            },
+        }
+    }
+}
+
+/// How long the monitor stays without events before it releases its code again.
+const IDLE_MS: u16 = 1000;
+
+/// The earlier of a poll timeout and `ms`.
+fn shorter(t: PollTimeout, ms: u16) -> PollTimeout {
+    match i32::from(t) {
+        m if (0..i32::from(ms)).contains(&m) => t,
+        _ => PollTimeout::from(ms),
+    }
 }
 
 /// Logs the container's output until stage 1 reports its exit and the streams end.
 fn watch(
-    running: &parent::Running,
+    waiter: &Waiter,
     sources: Vec<(OwnedFd, Stream)>,
     log: &mut Writer,
     clients: &mut super::attach::Clients,
     prober: &mut Option<super::health::Prober>,
 ) -> Result<Exit> {
-    let chan = &running.stage.chan;
     let mut open: Vec<Option<(OwnedFd, Stream)>> = sources.into_iter().map(Some).collect();
     let mut exit = None;
     let mut buf = vec![0u8; 16384];
+    // Idle: no event since the last wait that released the code (at first: the setup ran).
+    let mut idle = true;
     loop {
         if exit.is_some() && open.iter().all(Option::is_none) {
             break;
         }
         let mut fds = Vec::new();
         if exit.is_none() {
-            fds.push(PollFd::new(chan.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(waiter.fd(), PollFlags::POLLIN));
         }
         let live: Vec<usize> = (0..open.len()).filter(|&i| open[i].is_some()).collect();
         for &i in &live {
@@ -244,10 +316,17 @@ fn watch(
             (false, Some(p)) => PollTimeout::try_from(p.wait_ms().min(60_000) as i32).unwrap_or(PollTimeout::MAX),
             (false, None) => PollTimeout::NONE,
         };
-        match poll(&mut fds, timeout) {
+        // After events, wait at most IDLE_MS before releasing the code they ran.
+        let busy = exit.is_none() && !idle;
+        let polled = match (exit.is_none() && idle, busy) {
+            (true, _) => super::idle_poll(&mut fds, timeout),
+            (false, true) => poll(&mut fds, shorter(timeout, IDLE_MS)),
+            (false, false) => poll(&mut fds, timeout),
+        };
+        match polled {
             Ok(0) if exit.is_some() => break,
-            Ok(0) => {}
-            Ok(_) | Err(Errno::EINTR) => {}
+            Ok(0) => idle = true,
+            Ok(_) | Err(Errno::EINTR) => idle = false,
             Err(e) => return Err(e).context("wait for the container"),
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
@@ -261,11 +340,7 @@ fn watch(
         let mut k = 0;
         if exit.is_none() {
             if ready[0] {
-                exit = Some(match chan.recv()? {
-                    Some(Msg::Exited { code, signal }) => Exit { code, signal },
-                    Some(other) => return Err(anyhow!("the stage-1 process sent an unexpected {other:?}")),
-                    None => Exit { code: None, signal: None },
-                });
+                exit = Some(waiter.exit()?);
             }
             k = 1;
         }

@@ -178,13 +178,24 @@ impl Write for File<'_> {
     }
 }
 
-/// Drops the process's resident file pages (a long-lived waiter's: the detached monitor, stage 1): every mapping backed by a file that was never
-/// written (no anonymous copy-on-write pages: the text, most read-only data) loses its page
-/// table entries and is marked for random access, so it faults back only the pages the wait
-/// loop runs — one at a time, not the kernel's 64 KB fault-around. The page cache keeps the
-/// file; nothing is reread from disk.
-pub fn trim() {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
+/// `poll(2)` for a long-lived waiter going idle (the detached monitor, stage 1): right before
+/// blocking, every mapping backed by a file that was never written (no anonymous copy-on-write
+/// pages: the text, most read-only data) loses its page-table entries, and the heap's free pages
+/// go back to the kernel. What is resident while it waits is then its data and the few pages the
+/// wait itself runs; the code a wake-up runs faults back from the page cache (nothing is reread
+/// from disk). Without this, everything the setup ran stays resident, 64 KB per page touched
+/// (the kernel maps a file's neighbouring pages on each fault).
+pub fn idle_poll(fds: &mut [PollFd], timeout: PollTimeout) -> nix::Result<i32> {
+    let ranges = releasable();
+    crate::sys::release_free_heap();
+    crate::sys::release_then_poll(&ranges, fds, timeout)
+}
+
+/// The file mappings of this process whose pages can be dropped: from /proc/self/smaps, those
+/// with an inode, not writable, and without anonymous pages.
+fn releasable() -> Vec<(usize, usize)> {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return Vec::new() };
+    let mut found = Vec::new();
     let mut current: Option<(usize, usize)> = None;
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
@@ -200,9 +211,10 @@ pub fn trim() {
         } else if let Some(anon) = line.strip_prefix("Anonymous:") {
             if let Some((a, b)) = current.take() {
                 if anon.trim().starts_with("0 ") {
-                    crate::sys::release_file_pages(a, b - a);
+                    found.push((a, b - a));
                 }
             }
         }
     }
+    found
 }

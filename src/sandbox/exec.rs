@@ -89,7 +89,7 @@ pub fn run(chan: &Channel, job: &ExecJob, mask: SigSet) -> Result<()> {
     if job.detach {
         return Ok(());
     }
-    let status = stage1::wait_loop(pid, mask)?;
+    let status = stage1::wait_loop(pid, mask, false)?;
     chan.send(&status)
 }
 

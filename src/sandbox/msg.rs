@@ -16,6 +16,10 @@ use crate::config::ContainerConfig;
 pub enum Job {
     /// Start the container and wait for it.
     Run(Box<ContainerConfig>),
+    /// Start the container as a child of stage 1's parent (the detached monitor, which then
+    /// reaps it) and exit once it runs: a running container costs one rl process, not two.
+    /// Kernel overlay only: a fuse-overlayfs daemon dies with the stage 1 that started it.
+    Launch(Box<ContainerConfig>),
     /// Remove a directory tree whose files belong to subordinate ids.
     RemoveTree(std::path::PathBuf),
     /// Unpack layers streamed on the fds sent with the job.
@@ -39,6 +43,9 @@ pub enum Msg {
     PtyMaster,
     /// Stage 1 → parent: the payload was exec'd; `pid` is the container's PID 1 on the host.
     Started { pid: i32 },
+    /// Stage 1 → parent, for a [`Job::Launch`]: the payload was exec'd as the parent's own child
+    /// `pid`, which the parent reaps; stage 1 exits.
+    HandedOver { pid: i32 },
     /// Any stage → parent: setup failed; `code` is the exit status rl should end with, `problem`
     /// the known host problem behind it.
     Failed { message: String, code: i32, problem: Option<crate::hint::Problem> },

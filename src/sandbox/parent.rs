@@ -103,7 +103,7 @@ fn namespaces(job: &Job) -> &'static [(&'static str, libc::c_int)] {
         ("net", libc::CLONE_NEWNET),
     ];
     match job {
-        Job::Run(_) => &RUN,
+        Job::Run(_) | Job::Launch(_) => &RUN,
         Job::RemoveTree(_) | Job::Unpack(_) | Job::Export(_) | Job::ContainerFs(_) => &RUN[..1],
         // Started with `Stage1::join`, in the container's own namespaces.
         Job::Exec(_) => &RUN[..1],
@@ -285,6 +285,9 @@ pub struct Running {
     pub stage: Stage1,
     pub pid: Pid,
     pub pty: Option<OwnedFd>,
+    /// The PID 1 is this process's child ([`Job::Launch`]): stage 1 is exiting, and the exit
+    /// comes from waiting for the PID 1, not from stage 1.
+    pub adopted: bool,
 }
 
 /// Drives a `Job::Run` stage 1 until the payload has been exec'd.
@@ -294,7 +297,12 @@ pub fn wait_started(stage: Stage1) -> Result<Running> {
         let got = stage.chan.recv_fd()?;
         match got {
             Some((Msg::PtyMaster, fd)) => pty = fd,
-            Some((Msg::Started { pid }, _)) => return Ok(Running { stage, pid: Pid::from_raw(pid), pty }),
+            Some((Msg::Started { pid }, _)) => {
+                return Ok(Running { stage, pid: Pid::from_raw(pid), pty, adopted: false })
+            }
+            Some((Msg::HandedOver { pid }, _)) => {
+                return Ok(Running { stage, pid: Pid::from_raw(pid), pty, adopted: true })
+            }
             Some((other, _)) => {
                 let err = stage.fail(other);
                 stage.reap();

@@ -7,6 +7,12 @@
 //! writable layer for `--rm` — because only root of this namespace can delete files owned by
 //! subordinate ids. Its parent-death signal is SIGTERM, handled here: if rl is killed, stage 1
 //! still kills the container and cleans up.
+//!
+//! A detached container's monitor asks for a [`Job::Launch`] instead: the init is forked as the
+//! monitor's own child (`CLONE_PARENT`), with its parent-death signal tied to the monitor, and
+//! stage 1 exits once it runs — one resident rl process per container instead of two. The
+//! monitor then reaps the init and cleans up itself. With fuse-overlayfs (whose daemon dies
+//! with the stage 1 that started it) stage 1 stays and waits as for a foreground run.
 
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -89,14 +95,15 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
     if unistd::getppid() != parent {
         return Ok(());
     }
+    let launch = matches!(job, Job::Launch(_));
     match job {
-        Job::Run(cfg) => {
+        Job::Run(cfg) | Job::Launch(cfg) => {
             network::setup(&cfg)?;
             let seccomp = match cfg.security.seccomp {
                 true => Some(super::seccomp::default_filter(&cfg.security.caps)?),
                 false => None,
             };
-            run(chan, &cfg, mask, seccomp)
+            run(chan, &cfg, mask, seccomp, launch)
         }
         Job::Exec(job) => super::exec::run(chan, &job, mask),
         Job::RemoveTree(path) => {
@@ -127,9 +134,17 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
     }
 }
 
-fn run(chan: &Channel, cfg: &ContainerConfig, mask: SigSet, seccomp: Option<BpfProgram>) -> Result<()> {
+fn run(chan: &Channel, cfg: &ContainerConfig, mask: SigSet, seccomp: Option<BpfProgram>, launch: bool) -> Result<()> {
     let rootfs = rootfs::mount(&cfg.dirs, cfg.overlay)?;
-    let result = run_mounted(chan, cfg, mask, seccomp);
+    // A fuse-overlayfs daemon dies with this process: with one, stage 1 stays to the end.
+    let hand_over = launch && matches!(rootfs, rootfs::Mounted::Kernel);
+    let result = match run_mounted(chan, cfg, mask, seccomp, hand_over) {
+        // Handed over: the init has its own copy of the mount, this namespace dies with us, and
+        // the parent cleans up after the container.
+        Ok(None) => return Ok(()),
+        Ok(Some(msg)) => Ok(msg),
+        Err(e) => Err(e),
+    };
     let unmounted = rootfs.unmount(&cfg.dirs.merged);
     let cleaned = cleanup(cfg);
     let status = result?;
@@ -151,10 +166,22 @@ fn cleanup(cfg: &ContainerConfig) -> Result<()> {
     Ok(())
 }
 
-fn run_mounted(chan: &Channel, cfg: &ContainerConfig, mask: SigSet, seccomp: Option<BpfProgram>) -> Result<Msg> {
+/// Forks the init and waits for it: the exit (or setup failure) to report, or `None` when
+/// `hand_over` made the init the parent's child and it runs.
+fn run_mounted(
+    chan: &Channel,
+    cfg: &ContainerConfig,
+    mask: SigSet,
+    seccomp: Option<BpfProgram>,
+    hand_over: bool,
+) -> Result<Option<Msg>> {
     unshare(CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWPID).context("unshare cgroup and pid namespaces")?;
     let (report_r, report_w) = unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the report pipe")?;
-    let pid = match sys::fork().context("fork the container init")? {
+    let forked = match hand_over {
+        true => sys::fork_sibling(),
+        false => sys::fork(),
+    };
+    let pid = match forked.context("fork the container init")? {
         ForkResult::Child => {
             drop(report_r);
             init::run(cfg, chan, report_w, seccomp.as_ref())
@@ -165,6 +192,14 @@ fn run_mounted(chan: &Channel, cfg: &ContainerConfig, mask: SigSet, seccomp: Opt
     // The pipe closes on exec (EOF) or carries the init's one failure message.
     let mut report = Vec::new();
     std::fs::File::from(report_r).read_to_end(&mut report).context("read the init's report")?;
+    if !report.is_empty() && hand_over {
+        // Not our child to wait for: the failure message carries the init's exit status.
+        return Ok(Some(serde_json::from_slice(&report).unwrap_or(Msg::Failed {
+            message: String::from_utf8_lossy(&report).into_owned(),
+            code: EXIT_RL_FAILED,
+            problem: None,
+        })));
+    }
     if !report.is_empty() {
         let status = wait_exit(pid);
         let msg: Msg = serde_json::from_slice(&report).unwrap_or(Msg::Failed {
@@ -173,17 +208,25 @@ fn run_mounted(chan: &Channel, cfg: &ContainerConfig, mask: SigSet, seccomp: Opt
             problem: None,
         });
         // An exec failure keeps the init's exit status (126/127).
-        return Ok(match (msg, status) {
+        return Ok(Some(match (msg, status) {
             (Msg::Failed { message, problem, .. }, Msg::Exited { code: Some(c), .. }) => {
                 Msg::Failed { message, code: c, problem }
             }
             (m, _) => m,
-        });
+        }));
+    }
+    if hand_over {
+        // The init's parent-death signal is now tied to the parent; a parent already gone
+        // cannot be told, so the container must not run unwatched.
+        if let Err(e) = chan.send(&Msg::HandedOver { pid: pid.as_raw() }) {
+            let _ = kill(pid, Signal::SIGKILL);
+            return Err(e);
+        }
+        return Ok(None);
     }
     chan.send(&Msg::Started { pid: pid.as_raw() })?;
-    // From here on this process only waits: keep only what the wait touches resident.
-    crate::monitor::trim();
-    wait_loop(pid, mask)
+    // From here on this process only waits, for as long as the container runs.
+    wait_loop(pid, mask, true).map(Some)
 }
 
 fn exit_msg(status: WaitStatus) -> Option<Msg> {
@@ -209,14 +252,20 @@ pub(super) fn wait_exit(pid: Pid) -> Msg {
 }
 
 /// Waits for the init, killing it if the parent dies (SIGTERM, our parent-death signal).
-pub(super) fn wait_loop(pid: Pid, mask: SigSet) -> Result<Msg> {
+/// `long`: the wait may last (a container, not an exec'd command), so its code is released
+/// first ([`crate::monitor::idle_poll`]).
+pub(super) fn wait_loop(pid: Pid, mask: SigSet, long: bool) -> Result<Msg> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("create signalfd")?;
     loop {
         if let Some(m) = waitpid(pid, Some(WaitPidFlag::WNOHANG)).ok().and_then(exit_msg) {
             return Ok(m);
         }
         let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
+        let polled = match long {
+            true => crate::monitor::idle_poll(&mut fds, PollTimeout::NONE),
+            false => poll(&mut fds, PollTimeout::NONE),
+        };
+        match polled {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e).context("wait for the container"),
         }
