@@ -113,6 +113,7 @@ pub fn remove(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
     // Renamed out of the listing first: a crash halfway leaves no half-removed container.
     let trash = paths.containers().join(format!(".rm-{}", cfg.id));
     std::fs::rename(&dir, &trash).with_context(|| format!("remove container `{}`", cfg.name))?;
+    state::release_name(paths, &cfg.name, &cfg.id);
     drop(_lock);
     let _ = crate::sandbox::remove_tree(&cfg.dirs.run);
     let stage = Stage1::spawn(&cfg.idmap, Job::RemoveTree(trash.clone()), Spawn::default(), || Ok(()))?;

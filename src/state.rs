@@ -129,10 +129,24 @@ pub fn list(paths: &Paths) -> Vec<(ContainerConfig, Option<State>)> {
 }
 
 /// The container a user named: by full id, unique id prefix, or name (as Docker resolves them:
-/// an exact id or name first, then a prefix).
+/// an exact id or name first, then a prefix). Full ids and names are looked up directly; only
+/// a prefix reads every record.
 pub fn find(paths: &Paths, query: &str) -> Result<(ContainerConfig, Option<State>)> {
     if query.is_empty() {
         bail!("container name or id must not be empty");
+    }
+    let direct = match named(paths, query) {
+        Some(id) => Some(id),
+        None if query.len() == 64 => Some(query.to_string()),
+        None => None,
+    };
+    if let Some(id) = direct {
+        let dir = paths.container(&id);
+        if let Ok(cfg) = read_json::<ContainerConfig>(&dir.join("config.json")) {
+            if cfg.id == query || cfg.name == query {
+                return Ok((cfg, read_json(&dir.join("state.json")).ok()));
+            }
+        }
     }
     let all = list(paths);
     if let Some(hit) = all.iter().find(|(c, _)| c.id == query || c.name == query) {
@@ -149,6 +163,57 @@ pub fn find(paths: &Paths, query: &str) -> Result<(ContainerConfig, Option<State
     }
 }
 
+/// The names index: `names/NAME` beside `containers/`, a symlink to the id. Creating the link is what
+/// claims a name (atomically, under the containers lock), so a new record needs no scan of the
+/// others. A link whose record is gone (a crash between the two) is stale and may be taken.
+fn name_link(paths: &Paths, name: &str) -> std::path::PathBuf {
+    paths.root.join("names").join(name)
+}
+
+/// The id the name index gives `name`, if any.
+fn named(paths: &Paths, name: &str) -> Option<String> {
+    if name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    let target = std::fs::read_link(name_link(paths, name)).ok()?;
+    Some(target.to_string_lossy().into_owned())
+}
+
+/// Claims `name` for `id` (the containers lock held); fails naming the holder if another live
+/// record has it.
+fn claim_name(paths: &Paths, name: &str, id: &str) -> Result<()> {
+    let link = name_link(paths, name);
+    crate::store::layout::private_dir(link.parent().unwrap_or(&link))?;
+    loop {
+        match std::os::unix::fs::symlink(id, &link) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = named(paths, name).unwrap_or_default();
+                let live = read_json::<ContainerConfig>(&paths.container(&holder).join("config.json"))
+                    .is_ok_and(|c| c.name == name);
+                if holder == id {
+                    return Ok(());
+                }
+                if live {
+                    bail!(
+                        "container name `{name}`: already in use by container {}; remove it or choose another --name",
+                        &holder[..12.min(holder.len())]
+                    );
+                }
+                std::fs::remove_file(&link).with_context(|| format!("remove stale `{}`", link.display()))?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("create `{}`", link.display())),
+        }
+    }
+}
+
+/// Gives up `name` if `id` holds it (its record is removed).
+pub fn release_name(paths: &Paths, name: &str, id: &str) {
+    if named(paths, name).as_deref() == Some(id) {
+        let _ = std::fs::remove_file(name_link(paths, name));
+    }
+}
+
 /// Gives a container a new name (unique among the user's containers).
 pub fn rename(paths: &Paths, query: &str, new: &str) -> Result<()> {
     if new.is_empty() || !new.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
@@ -156,25 +221,33 @@ pub fn rename(paths: &Paths, query: &str, new: &str) -> Result<()> {
     }
     let _lock = lock::exclusive(&paths.containers_lock())?;
     let (mut cfg, _) = find(paths, query)?;
-    if let Some((other, _)) = list(paths).into_iter().find(|(c, _)| c.name == new && c.id != cfg.id) {
-        bail!("container name `{new}`: already in use by container {}", &other.id[..12.min(other.id.len())]);
-    }
-    cfg.name = new.to_string();
+    claim_name(paths, new, &cfg.id)?;
+    let old = std::mem::replace(&mut cfg.name, new.to_string());
     let json = serde_json::to_vec_pretty(&cfg).context("encode config")?;
-    lock::write_atomic(&paths.container(&cfg.id).join("config.json"), &json)
+    if let Err(e) = lock::write_atomic(&paths.container(&cfg.id).join("config.json"), &json) {
+        release_name(paths, new, &cfg.id);
+        return Err(e);
+    }
+    if old != new {
+        release_name(paths, &old, &cfg.id);
+    }
+    Ok(())
 }
 
 /// Creates the record of `cfg` (its dir, config and a `created` state), refusing a taken name.
 pub fn create(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
     crate::store::layout::private_dir(&paths.containers())?;
     let _lock = lock::exclusive(&paths.containers_lock())?;
-    if let Some((other, _)) = list(paths).into_iter().find(|(c, _)| c.name == cfg.name) {
-        bail!(
-            "container name `{}`: already in use by container {}; remove it or choose another --name",
-            cfg.name,
-            &other.id[..12.min(other.id.len())]
-        );
+    claim_name(paths, &cfg.name, &cfg.id)?;
+    let written = write_record(paths, cfg);
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(paths.container(&cfg.id));
+        release_name(paths, &cfg.name, &cfg.id);
     }
+    written
+}
+
+fn write_record(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
     let dir = paths.container(&cfg.id);
     std::fs::create_dir(&dir).with_context(|| format!("create `{}`", dir.display()))?;
     // A `--rm` container's record lives only as long as its process: no fsync on its way.
@@ -240,6 +313,18 @@ mod tests {
         assert_eq!(find(&paths, &cfg.name).unwrap().0.id, id);
         assert!(find(&paths, "zzz").unwrap_err().to_string().contains("no such container"));
         assert_eq!(all[0].1.as_ref().unwrap().exit_code, Some(3));
+        // A rename frees the old name and claims the new one; a name whose record vanished
+        // (a crash between link and record) is taken over.
+        rename(&paths, &cfg.name, "renamed").unwrap();
+        assert_eq!(find(&paths, "renamed").unwrap().0.id, id);
+        assert!(find(&paths, &cfg.name).is_err());
+        let reuse = ContainerConfig { id: new_id().unwrap(), ..cfg.clone() };
+        create(&paths, &reuse).unwrap();
+        let clash = ContainerConfig { id: new_id().unwrap(), name: "renamed".into(), ..cfg.clone() };
+        assert!(create(&paths, &clash).unwrap_err().to_string().contains("already in use"));
+        std::fs::remove_dir_all(paths.container(&id)).unwrap();
+        create(&paths, &clash).unwrap();
+        assert_eq!(find(&paths, "renamed").unwrap().0.id, clash.id);
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

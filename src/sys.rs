@@ -293,12 +293,15 @@ pub struct NsHolder {
     pub pid: Pid,
     /// Closing this releases the holder, which then exits.
     pub release: OwnedFd,
+    /// Where it reports the other namespaces: [`NsHolder::rest_ready`].
+    rest: OwnedFd,
 }
 
 /// Forks a child that unshares `flags` (which must include `CLONE_NEWUSER`), makes its mounts
 /// private (with `CLONE_NEWNS`), brings up loopback (with `CLONE_NEWNET`), and then waits to be
 /// released, holding the namespaces for the id-map helpers and for stage 1 to join. Returns
-/// once the namespaces exist, or the errno that refused them.
+/// once the user namespace exists, or the errno that refused it; the others follow
+/// ([`NsHolder::rest_ready`]).
 ///
 /// Between fork and exit the child makes only raw, async-signal-safe syscalls, so this is
 /// sound even while the parent runs other threads.
@@ -368,10 +371,18 @@ pub fn fork_ns_holder(flags: libc::c_int) -> io::Result<Result<NsHolder, nix::er
                 req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
                 libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) == 0
             };
-            let ok = libc::unshare(flags) == 0 && private(flags) && loopback(flags);
-            let err: libc::c_int = if ok { 0 } else { *libc::__errno_location() };
-            let bytes = err.to_ne_bytes();
-            libc::write(ready_w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+            let report = |ok: bool| {
+                let err: libc::c_int = if ok { 0 } else { *libc::__errno_location() };
+                let bytes = err.to_ne_bytes();
+                libc::write(ready_w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+                ok
+            };
+            // The user namespace first, reported at once: the id-map helpers need only it, and
+            // run while the others (a network namespace takes a millisecond) are made in it.
+            let rest = flags & !libc::CLONE_NEWUSER;
+            if report(libc::unshare(libc::CLONE_NEWUSER) == 0) {
+                report(libc::unshare(rest) == 0 && private(flags) && loopback(flags));
+            }
             let mut b = 0u8;
             // Blocks until the parent closes its end (or dies).
             libc::read(hold_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
@@ -381,23 +392,39 @@ pub fn fork_ns_holder(flags: libc::c_int) -> io::Result<Result<NsHolder, nix::er
     drop(ready_w);
     drop(hold_r);
     let pid = Pid::from_raw(pid);
+    let errno = read_errno(&ready_r)?;
+    if errno != 0 {
+        drop(hold_w);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return Ok(Err(nix::errno::Errno::from_raw(errno)));
+    }
+    Ok(Ok(NsHolder { pid, release: hold_w, rest: ready_r }))
+}
+
+/// One errno the holder reports (0: done); ECHILD when it died first.
+fn read_errno(from: &OwnedFd) -> io::Result<libc::c_int> {
     let mut buf = [0u8; 4];
     let mut got = 0;
     while got < 4 {
-        match nix::unistd::read(&ready_r, &mut buf[got..]) {
+        match nix::unistd::read(from, &mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    let errno = if got == 4 { i32::from_ne_bytes(buf) } else { libc::ECHILD };
-    if errno != 0 {
-        drop(hold_w);
-        let _ = nix::sys::wait::waitpid(pid, None);
-        return Ok(Err(nix::errno::Errno::from_raw(errno)));
+    Ok(if got == 4 { i32::from_ne_bytes(buf) } else { libc::ECHILD })
+}
+
+impl NsHolder {
+    /// Waits until the holder made the namespaces other than the user namespace (which exists
+    /// once [`fork_ns_holder`] returns), or the errno that refused them.
+    pub fn rest_ready(&self) -> io::Result<Result<(), nix::errno::Errno>> {
+        Ok(match read_errno(&self.rest)? {
+            0 => Ok(()),
+            e => Err(nix::errno::Errno::from_raw(e)),
+        })
     }
-    Ok(Ok(NsHolder { pid, release: hold_w }))
 }
 
 /// Sets the extended attribute `name` to `value` on `path` without following a final symlink

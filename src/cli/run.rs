@@ -417,6 +417,7 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: RunArgs) -> Re
     if cfg.remove || result.is_err() {
         // Stage 1 removed the layer (its files belong to subordinate ids); what is left is ours.
         let _ = remove_tree(&paths.container(&cfg.id));
+        state::release_name(&paths, &cfg.name, &cfg.id);
         let _ = remove_tree(&cfg.dirs.run);
     }
     result
@@ -447,6 +448,7 @@ fn run_detached(paths: &Paths, cfg: &ContainerConfig) -> Result<i32> {
     if let Err(e) = crate::monitor::detached::launch(paths, &cfg.id) {
         if cfg.remove {
             let _ = remove_tree(&paths.container(&cfg.id));
+            state::release_name(paths, &cfg.name, &cfg.id);
             let _ = remove_tree(&cfg.dirs.run);
         }
         return Err(e);

@@ -146,6 +146,7 @@ fn monitor(paths: &Paths, id: &str, ready: &mut Option<OwnedFd>) -> Result<()> {
         if paths.container(id).exists() {
             let _ = crate::lifecycle::remove(paths, &cfg);
         }
+        state::release_name(paths, &cfg.name, id);
         let _ = crate::sandbox::remove_tree(&cfg.dirs.run);
     }
     Ok(())

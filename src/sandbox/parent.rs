@@ -120,17 +120,20 @@ fn refused(errno: nix::errno::Errno) -> anyhow::Error {
 }
 
 impl Stage1 {
-    /// Starts a job in new namespaces. A forked holder creates them at once while stage 1 is
-    /// exec'd; the setuid helpers write the holder's id maps while `meanwhile` runs; then stage 1
-    /// joins the holder's namespaces (as fds on the socket) and the holder exits.
+    /// Starts a job in new namespaces. Stage 1 is exec'd first; while it loads, a forked
+    /// holder creates the namespaces (a network namespace alone takes a millisecond or two);
+    /// the setuid helpers write the holder's id maps while `meanwhile` runs; then stage 1 joins
+    /// the holder's namespaces (as fds on the socket) and the holder exits.
     pub fn spawn(plan: &MapPlan, job: Job, how: Spawn, meanwhile: impl FnOnce() -> Result<()>) -> Result<Stage1> {
         let ns = namespaces(&job);
         let flags = ns.iter().fold(0, |f, (_, flag)| f | flag);
-        let holder = sys::fork_ns_holder(flags).context("fork the namespace holder")?.map_err(refused)?;
-        let result = Self::spawn_with(plan, job, how, meanwhile, &holder, ns);
-        drop(holder.release);
-        let _ = nix::sys::wait::waitpid(holder.pid, None);
-        result
+        Self::launch(job, how, |_| {
+            let holder = sys::fork_ns_holder(flags).context("fork the namespace holder")?.map_err(refused)?;
+            let fds = Self::map_and_open(plan, meanwhile, &holder, ns);
+            drop(holder.release);
+            let _ = nix::sys::wait::waitpid(holder.pid, None);
+            fds
+        })
     }
 
     /// Execs `rl __stage1` with its end of a new sync socket on [`SYNC_FD`].
@@ -158,23 +161,21 @@ impl Stage1 {
         Ok(Stage1 { child, chan: ours })
     }
 
-    fn spawn_with(
+    /// Has the holder's id maps written and opens its namespaces, user first.
+    fn map_and_open(
         plan: &MapPlan,
-        job: Job,
-        how: Spawn,
         meanwhile: impl FnOnce() -> Result<()>,
         holder: &sys::NsHolder,
         ns: &[(&str, libc::c_int)],
-    ) -> Result<Stage1> {
-        Self::launch(job, how, |_| {
-            plan.apply(holder.pid, meanwhile)?;
-            let mut fds = Vec::with_capacity(ns.len());
-            for (name, _) in ns {
-                let path = format!("/proc/{}/ns/{name}", holder.pid);
-                fds.push(File::open(&path).with_context(|| format!("open `{path}`"))?);
-            }
-            Ok(fds)
-        })
+    ) -> Result<Vec<File>> {
+        plan.apply(holder.pid, meanwhile)?;
+        holder.rest_ready().context("wait for the namespace holder")?.map_err(refused)?;
+        let mut fds = Vec::with_capacity(ns.len());
+        for (name, _) in ns {
+            let path = format!("/proc/{}/ns/{name}", holder.pid);
+            fds.push(File::open(&path).with_context(|| format!("open `{path}`"))?);
+        }
+        Ok(fds)
     }
 
     /// Execs stage 1 and hands it `job` (with `how`'s fds), then the namespaces `namespaces`

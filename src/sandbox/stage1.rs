@@ -68,6 +68,13 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
         Some(other) => bail!("sync socket: expected a job, got {other:?}"),
         None => return Ok(()),
     };
+    // Compiled while the parent's helpers write the id maps, off the start's critical path.
+    let seccomp = match &job {
+        Job::Run(cfg) | Job::Launch(cfg) if cfg.security.seccomp => {
+            Some(super::seccomp::default_filter(&cfg.security.caps)?)
+        }
+        _ => None,
+    };
     // The parent's namespace holder made the namespaces and the helpers mapped them; join
     // them, user namespace first (it grants the capabilities joining the others needs).
     let fds = match chan.recv_fds()? {
@@ -99,10 +106,7 @@ fn stage1(chan: &Channel, mask: SigSet) -> Result<()> {
     match job {
         Job::Run(cfg) | Job::Launch(cfg) => {
             network::setup(&cfg)?;
-            let seccomp = match cfg.security.seccomp {
-                true => Some(super::seccomp::default_filter(&cfg.security.caps)?),
-                false => None,
-            };
+
             run(chan, &cfg, mask, seccomp, launch)
         }
         Job::Exec(job) => super::exec::run(chan, &job, mask),
