@@ -235,11 +235,18 @@ pub fn rename(paths: &Paths, query: &str, new: &str) -> Result<()> {
 }
 
 /// Creates the record of `cfg` (its dir, config and a `created` state), refusing a taken name.
+/// Durable unless `--rm` (a record that dies with its process).
 pub fn create(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
+    create_as(paths, cfg, !cfg.remove)
+}
+
+/// [`create`], leaving the fsync to [`sync_record`] when not `durable`: `run -d` syncs while
+/// the monitor starts the container, off the start's critical path.
+pub fn create_as(paths: &Paths, cfg: &ContainerConfig, durable: bool) -> Result<()> {
     crate::store::layout::private_dir(&paths.containers())?;
     let _lock = lock::exclusive(&paths.containers_lock())?;
     claim_name(paths, &cfg.name, &cfg.id)?;
-    let written = write_record(paths, cfg);
+    let written = write_record(paths, cfg, durable);
     if written.is_err() {
         let _ = std::fs::remove_dir_all(paths.container(&cfg.id));
         release_name(paths, &cfg.name, &cfg.id);
@@ -247,11 +254,18 @@ pub fn create(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
     written
 }
 
-fn write_record(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
+/// Flushes a record written without fsync to disk.
+pub fn sync_record(paths: &Paths, id: &str) -> Result<()> {
+    for name in ["config.json", "state.json"] {
+        let p = paths.container(id).join(name);
+        std::fs::File::open(&p).and_then(|f| f.sync_all()).with_context(|| format!("sync `{}`", p.display()))?;
+    }
+    Ok(())
+}
+
+fn write_record(paths: &Paths, cfg: &ContainerConfig, durable: bool) -> Result<()> {
     let dir = paths.container(&cfg.id);
     std::fs::create_dir(&dir).with_context(|| format!("create `{}`", dir.display()))?;
-    // A `--rm` container's record lives only as long as its process: no fsync on its way.
-    let durable = !cfg.remove;
     let json = serde_json::to_vec_pretty(cfg).context("encode config")?;
     lock::write_replace(&dir.join("config.json"), &json, durable)?;
     let state = State {

@@ -297,7 +297,8 @@ pub struct NsHolder {
     rest: OwnedFd,
 }
 
-/// Forks a child that unshares `flags` (which must include `CLONE_NEWUSER`), makes its mounts
+/// Forks a child that unshares `flags` (which must include `CLONE_NEWUSER`; with `join_user`,
+/// it joins that user namespace instead of making one, and makes the others in it), makes its mounts
 /// private (with `CLONE_NEWNS`), brings up loopback (with `CLONE_NEWNET`), and then waits to be
 /// released, holding the namespaces for the id-map helpers and for stage 1 to join. Returns
 /// once the user namespace exists, or the errno that refused it; the others follow
@@ -305,7 +306,11 @@ pub struct NsHolder {
 ///
 /// Between fork and exit the child makes only raw, async-signal-safe syscalls, so this is
 /// sound even while the parent runs other threads.
-pub fn fork_ns_holder(flags: libc::c_int) -> io::Result<Result<NsHolder, nix::errno::Errno>> {
+pub fn fork_ns_holder(
+    flags: libc::c_int,
+    join_user: Option<std::os::fd::BorrowedFd<'_>>,
+) -> io::Result<Result<NsHolder, nix::errno::Errno>> {
+    let join_user = join_user.map(|fd| fd.as_raw_fd());
     let mut ready = [0 as libc::c_int; 2];
     let mut hold = [0 as libc::c_int; 2];
     // SAFETY: pipe2 writes two fds into each valid two-element array.
@@ -380,7 +385,12 @@ pub fn fork_ns_holder(flags: libc::c_int) -> io::Result<Result<NsHolder, nix::er
             // The user namespace first, reported at once: the id-map helpers need only it, and
             // run while the others (a network namespace takes a millisecond) are made in it.
             let rest = flags & !libc::CLONE_NEWUSER;
-            if report(libc::unshare(libc::CLONE_NEWUSER) == 0) {
+            let user = match join_user {
+                // A mapped namespace of the user's: its owner holds every capability in it.
+                Some(fd) => libc::setns(fd, libc::CLONE_NEWUSER) == 0,
+                None => libc::unshare(libc::CLONE_NEWUSER) == 0,
+            };
+            if report(user) {
                 report(libc::unshare(rest) == 0 && private(flags) && loopback(flags));
             }
             let mut b = 0u8;

@@ -426,3 +426,40 @@ fn run_d_holds_none_of_the_callers_fds() {
     assert_eq!(state_of(&ctx, "fds"), "running");
     rl(&ctx, &["rm", "-f", "fds"]).assert_ok();
 }
+
+/// The namespace `kind` of process `pid`, as its /proc link names it.
+fn ns_of(pid: i32, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).map(|l| l.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn pid_of(ctx: &Ctx, name: &str) -> i32 {
+    inspect(ctx, name)["State"]["Pid"].as_i64().unwrap_or(0) as i32
+}
+
+#[test]
+fn running_containers_share_only_their_user_namespace() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    run_d(&ctx, &["--name", "a"], &["sleep", &ctx.marker]);
+    run_d(&ctx, &["--name", "b"], &["sleep", &ctx.marker]);
+    let (a, b) = (pid_of(&ctx, "a"), pid_of(&ctx, "b"));
+    assert!(a > 0 && b > 0);
+    assert_eq!(ns_of(a, "user"), ns_of(b, "user"), "b joined a's user namespace");
+    assert_ne!(ns_of(a, "user"), ns_of(std::process::id() as i32, "user"));
+    for kind in ["mnt", "pid", "net", "uts", "ipc", "cgroup"] {
+        assert_ne!(ns_of(a, kind), ns_of(b, kind), "each container has its own {kind} namespace");
+    }
+    // The first one gone, the user namespace lives on in the second, and the next joins it.
+    rl(&ctx, &["rm", "-f", "a"]).assert_ok();
+    run_d(&ctx, &["--name", "c"], &["sleep", &ctx.marker]);
+    assert_eq!(state_of(&ctx, "b"), "running");
+    assert_eq!(ns_of(pid_of(&ctx, "c"), "user"), ns_of(b, "user"));
+    // Other maps never join it.
+    run_d(&ctx, &["--name", "k", "--userns", "keep-id"], &["sleep", &ctx.marker]);
+    let k = pid_of(&ctx, "k");
+    assert_ne!(ns_of(k, "user"), ns_of(b, "user"), "keep-id has maps of its own");
+    let uid_map = std::fs::read_to_string(format!("/proc/{k}/uid_map")).unwrap_or_default();
+    let own = format!("{0} {0} 1", uid());
+    assert!(uid_map.lines().any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == own), "{uid_map}");
+    rl(&ctx, &["rm", "-f", "b", "c", "k"]).assert_ok();
+    assert!(poll_until(|| ctx.leftover_processes().is_empty()), "{:?}", ctx.leftover_processes());
+}

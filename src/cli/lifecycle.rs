@@ -98,7 +98,7 @@ pub fn start(root: Option<PathBuf>, runroot: Option<PathBuf>, args: StartArgs) -
         st.stopped = false;
         st.status = Status::Created;
         state::save(&paths, &cfg.id, &st)?;
-        crate::monitor::detached::launch(&paths, &cfg.id)?;
+        crate::monitor::detached::launch(&paths, &cfg.id, || Ok(()))?;
         println!("{n}");
         Ok(())
     })
@@ -124,7 +124,7 @@ pub fn restart(root: Option<PathBuf>, runroot: Option<PathBuf>, args: StopArgs) 
         let mut st = state::load(&paths, &cfg.id)?;
         st.stopped = false;
         state::save(&paths, &cfg.id, &st)?;
-        crate::monitor::detached::launch(&paths, &cfg.id)?;
+        crate::monitor::detached::launch(&paths, &cfg.id, || Ok(()))?;
         println!("{n}");
         Ok(())
     })

@@ -443,9 +443,11 @@ fn run_detached(paths: &Paths, cfg: &ContainerConfig) -> Result<i32> {
             Some(_) => Some(crate::store::images::hold_layers(paths, &cfg.dirs.lower)?),
             None => None,
         };
-        state::create(paths, cfg)?;
+        state::create_as(paths, cfg, false)?;
     }
-    if let Err(e) = crate::monitor::detached::launch(paths, &cfg.id) {
+    let durable = !cfg.remove;
+    let sync = || if durable { state::sync_record(paths, &cfg.id) } else { Ok(()) };
+    if let Err(e) = crate::monitor::detached::launch(paths, &cfg.id, sync) {
         if cfg.remove {
             let _ = remove_tree(&paths.container(&cfg.id));
             state::release_name(paths, &cfg.name, &cfg.id);
@@ -486,7 +488,7 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
     )
     .context("create signalfd")?;
     let stdin = if args.interactive && !args.tty { Stdio::inherit() } else { Stdio::null() };
-    let how = Spawn { stdin, sealed: cfg.process.init, ..Spawn::default() };
+    let how = Spawn { stdin, sealed: cfg.process.init, share_userns: Some(paths.runroot.clone()), ..Spawn::default() };
     // An image's layers stay put until the record that uses them exists.
     let held = match cfg.image {
         Some(_) => Some(crate::store::images::hold_layers(paths, &cfg.dirs.lower)?),
@@ -499,6 +501,7 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
         prepare_dirs(cfg)
     })?;
     let running = parent::wait_started(stage)?;
+    crate::userns::share::record(&paths.runroot, running.pid.as_raw());
     let mut st = state::load(paths, &cfg.id)?;
     st.status = Status::Running;
     st.pid = Some(running.pid.as_raw());

@@ -42,8 +42,9 @@ enum Ready {
 }
 
 /// Starts the monitor of the container `id` (its record exists) and returns once the container
-/// runs, or with the error that kept it from starting.
-pub fn launch(paths: &Paths, id: &str) -> Result<()> {
+/// runs, or with the error that kept it from starting; `meanwhile` runs while the monitor
+/// starts it.
+pub fn launch(paths: &Paths, id: &str, meanwhile: impl FnOnce() -> Result<()>) -> Result<()> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the monitor's ready pipe")?;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("rl-monitor")
@@ -62,10 +63,11 @@ pub fn launch(paths: &Paths, id: &str) -> Result<()> {
     // subreaper), like any daemon's child.
     let _child = cmd.spawn().context("start the container's monitor")?;
     drop(w);
+    let ours = meanwhile();
     let mut report = Vec::new();
     std::fs::File::from(r).read_to_end(&mut report).context("read the monitor's report")?;
     match serde_json::from_slice::<Ready>(&report) {
-        Ok(Ready::Running) => Ok(()),
+        Ok(Ready::Running) => ours,
         Ok(Ready::Failed { message, problem: Some(p), code }) if code == EXIT_RL_FAILED => Err(hinted(p, message)),
         Ok(Ready::Failed { message, code, .. }) => Err(ExitStatus { code, message }.into()),
         Err(_) => bail!("the container's monitor ended before the container started"),
@@ -175,10 +177,12 @@ fn run_once(
         stdin,
         sealed: cfg.process.init,
         output: Some((Stdio::from(out_w), Stdio::from(err_w))),
+        share_userns: Some(paths.runroot.clone()),
         ..Spawn::default()
     };
     let stage = Stage1::spawn(&cfg.idmap, Job::Launch(Box::new(cfg.clone())), how, || Ok(()))?;
     let parent::Running { stage, pid, pty, adopted } = parent::wait_started(stage)?;
+    crate::userns::share::record(&paths.runroot, pid.as_raw());
     // Stage 1 handed the init over (the kernel overlay) and is exiting, or stays to wait for it
     // (fuse-overlayfs) and reports the exit.
     let waiter = match adopted {

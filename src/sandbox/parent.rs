@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -82,11 +82,14 @@ pub struct Spawn {
     /// The container's stdout and stderr (default: inherited); a detached container's monitor
     /// passes pipes it logs.
     pub output: Option<(Stdio, Stdio)>,
+    /// For a container: the run root, where a running container's user namespace with the same
+    /// maps may be recorded to join ([`crate::userns::share`]) instead of mapping a new one.
+    pub share_userns: Option<std::path::PathBuf>,
 }
 
 impl Default for Spawn {
     fn default() -> Self {
-        Spawn { stdin: Stdio::null(), sealed: false, fds: Vec::new(), output: None }
+        Spawn { stdin: Stdio::null(), sealed: false, fds: Vec::new(), output: None, share_userns: None }
     }
 }
 
@@ -124,12 +127,14 @@ impl Stage1 {
     /// holder creates the namespaces (a network namespace alone takes a millisecond or two);
     /// the setuid helpers write the holder's id maps while `meanwhile` runs; then stage 1 joins
     /// the holder's namespaces (as fds on the socket) and the holder exits.
-    pub fn spawn(plan: &MapPlan, job: Job, how: Spawn, meanwhile: impl FnOnce() -> Result<()>) -> Result<Stage1> {
+    pub fn spawn(plan: &MapPlan, job: Job, mut how: Spawn, meanwhile: impl FnOnce() -> Result<()>) -> Result<Stage1> {
         let ns = namespaces(&job);
         let flags = ns.iter().fold(0, |f, (_, flag)| f | flag);
+        let shared = how.share_userns.take().and_then(|runroot| crate::userns::share::find(&runroot, plan));
         Self::launch(job, how, |_| {
-            let holder = sys::fork_ns_holder(flags).context("fork the namespace holder")?.map_err(refused)?;
-            let fds = Self::map_and_open(plan, meanwhile, &holder, ns);
+            let join = shared.as_ref().map(|f| f.as_fd());
+            let holder = sys::fork_ns_holder(flags, join).context("fork the namespace holder")?.map_err(refused)?;
+            let fds = Self::map_and_open(plan, meanwhile, &holder, ns, shared.is_some());
             drop(holder.release);
             let _ = nix::sys::wait::waitpid(holder.pid, None);
             fds
@@ -167,8 +172,12 @@ impl Stage1 {
         meanwhile: impl FnOnce() -> Result<()>,
         holder: &sys::NsHolder,
         ns: &[(&str, libc::c_int)],
+        mapped: bool,
     ) -> Result<Vec<File>> {
-        plan.apply(holder.pid, meanwhile)?;
+        match mapped {
+            true => meanwhile()?,
+            false => plan.apply(holder.pid, meanwhile)?,
+        }
         holder.rest_ready().context("wait for the namespace holder")?.map_err(refused)?;
         let mut fds = Vec::with_capacity(ns.len());
         for (name, _) in ns {

@@ -1,0 +1,78 @@
+//! One user namespace for a user's running containers, as Podman shares one among all of them:
+//! a container started while another of the same user runs, with the same id maps, joins that
+//! container's user namespace instead of having a new one made and mapped by the setuid
+//! helpers (two setuid execs, the slowest step of a start). Each container still gets its own
+//! mount, pid, network, uts, ipc and cgroup namespaces; what they share is only the user
+//! namespace, whose ids map to the same host ids either way.
+//!
+//! The latest started container's PID 1 is recorded in the run root (`userns`: pid and start
+//! time). A start reads it, opens that process's user namespace, and uses it only if the
+//! process is still the one recorded and its maps are exactly the ones planned — so a
+//! container with other maps (`--userns keep-id`) never lands in it, and a namespace not of
+//! this user's making cannot match (newuidmap only maps a user's own subordinate ids).
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::{IdMapping, MapPlan};
+use crate::state::start_time;
+
+const RECORD: &str = "userns";
+
+/// Records the PID 1 of a container that just started as the one to share with.
+pub fn record(runroot: &Path, pid: i32) {
+    let Some(start) = start_time(pid) else { return };
+    let _ = crate::store::lock::write_replace(&runroot.join(RECORD), format!("{pid} {start}\n").as_bytes(), false);
+}
+
+/// The user namespace to join for `plan`, if a recorded container still runs with those maps.
+pub fn find(runroot: &Path, plan: &MapPlan) -> Option<File> {
+    let text = std::fs::read_to_string(runroot.join(RECORD)).ok()?;
+    let mut words = text.split_whitespace();
+    let pid: i32 = words.next()?.parse().ok()?;
+    let start: u64 = words.next()?.parse().ok()?;
+    let ns = File::open(format!("/proc/{pid}/ns/user")).ok()?;
+    let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).ok()?;
+    let gid_map = std::fs::read_to_string(format!("/proc/{pid}/gid_map")).ok()?;
+    // Read after the namespace was opened: the same start time proves the pid was not reused
+    // in between, so the namespace and the maps are that process's.
+    if start_time(pid) != Some(start) || !same_maps(&uid_map, &plan.uid) || !same_maps(&gid_map, &plan.gid) {
+        return None;
+    }
+    let ours = std::fs::metadata("/proc/self/ns/user").ok()?;
+    let theirs = ns.metadata().ok()?;
+    if (ours.dev(), ours.ino()) == (theirs.dev(), theirs.ino()) {
+        return None;
+    }
+    Some(ns)
+}
+
+/// Whether a /proc/PID/uid_map (or gid_map) text holds exactly `maps`, in order.
+fn same_maps(text: &str, maps: &[IdMapping]) -> bool {
+    let lines: Vec<Option<(u32, u32, u32)>> = text
+        .lines()
+        .map(|l| {
+            let mut w = l.split_whitespace().map(|n| n.parse::<u32>().ok());
+            Some((w.next()??, w.next()??, w.next()??))
+        })
+        .collect();
+    lines.len() == maps.len() && lines.iter().zip(maps).all(|(l, m)| *l == Some((m.inside, m.outside, m.count)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_compare_exactly() {
+        let maps =
+            [IdMapping { inside: 0, outside: 1000, count: 1 }, IdMapping { inside: 1, outside: 100000, count: 65536 }];
+        let proc_text = "         0       1000          1\n         1     100000      65536\n";
+        assert!(same_maps(proc_text, &maps));
+        assert!(!same_maps("         0       1000          1\n", &maps));
+        assert!(!same_maps("         0       1001          1\n         1     100000      65536\n", &maps));
+        assert!(!same_maps("", &maps));
+        assert!(same_maps("", &[]));
+    }
+}
