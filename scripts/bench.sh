@@ -182,6 +182,8 @@ bench_detached() {
     { tail -20 "$out/detached.log"; die "detached benchmark failed"; }
   # What each running container costs: 10 of each, started afresh.
   as_user sh -c "$clean_rl; $clean_podman; $ten_rl; $ten_podman" || die "start 10 containers of each"
+  # Idle: rl's monitor releases its code after a second without events.
+  sleep 2
   local rl_rss rl_pss rl_n conmon_rss conmon_pss conmon_n
   read -r rl_rss rl_pss rl_n < <(mem_of '^rl-monitor __monitor|^rl __stage1' '^rl-monitor __monitor')
   read -r conmon_rss conmon_pss conmon_n < <(mem_of '^(/usr/bin/)?conmon ' '^(/usr/bin/)?conmon ')

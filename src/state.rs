@@ -122,7 +122,8 @@ pub fn list(paths: &Paths) -> Vec<(ContainerConfig, Option<State>)> {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
             let cfg: ContainerConfig = read_json(&e.path().join("config.json")).ok()?;
-            let state = read_json(&e.path().join("state.json")).ok();
+            let id = e.file_name().to_string_lossy().into_owned();
+            let state = load(paths, &id).ok();
             Some((cfg, state))
         })
         .collect()
@@ -144,7 +145,7 @@ pub fn find(paths: &Paths, query: &str) -> Result<(ContainerConfig, Option<State
         let dir = paths.container(&id);
         if let Ok(cfg) = read_json::<ContainerConfig>(&dir.join("config.json")) {
             if cfg.id == query || cfg.name == query {
-                return Ok((cfg, read_json(&dir.join("state.json")).ok()));
+                return Ok((cfg, load(paths, &id).ok()));
             }
         }
     }
@@ -285,9 +286,34 @@ fn write_record(paths: &Paths, cfg: &ContainerConfig, durable: bool) -> Result<(
     lock::write_replace(&dir.join("state.json"), &json, durable)
 }
 
-/// Reads a container's state.
+/// Reads a container's state: the record's, or the runtime one a running container's monitor
+/// wrote since ([`save_running`]).
 pub fn load(paths: &Paths, id: &str) -> Result<State> {
-    read_json(&paths.container(id).join("state.json"))
+    let stored: State = read_json(&paths.container(id).join("state.json"))?;
+    match read_json::<State>(&runtime_file(paths, id)) {
+        Ok(live) if is_newer(&live, &stored) => Ok(live),
+        _ => Ok(stored),
+    }
+}
+
+/// Whether a runtime state describes a start after everything the record knows: anything
+/// written to the record since (the exit, a stop request) wins over it.
+fn is_newer(live: &State, stored: &State) -> bool {
+    let started = live.started_ns.unwrap_or(0);
+    started > stored.started_ns.unwrap_or(0) && started > stored.finished_ns.unwrap_or(0)
+}
+
+/// Where a running container's state is kept: in its runtime dir, on the run root's tmpfs. A
+/// start is written there, not to the store (an fsync-free tmpfs write on every detached
+/// start's path), and after a reboot it is gone with the processes it described.
+fn runtime_file(paths: &Paths, id: &str) -> std::path::PathBuf {
+    paths.container_run(id).join("state.json")
+}
+
+/// Records that the container runs ([`load`] prefers it until the record says otherwise).
+pub fn save_running(paths: &Paths, id: &str, state: &State) -> Result<()> {
+    let json = serde_json::to_vec_pretty(state).context("encode state")?;
+    lock::write_replace(&runtime_file(paths, id), &json, false)
 }
 
 /// Rewrites a container's state atomically.
@@ -295,8 +321,7 @@ pub fn save(paths: &Paths, id: &str, state: &State) -> Result<()> {
     save_as(paths, id, state, true)
 }
 
-/// Rewrites a container's state atomically; with `durable`, fsync'd first (a `--rm`
-/// container's record dies with its process: it need not survive a crash).
+/// [`save`]; without `durable`, no fsync (a state that means nothing after a crash).
 pub fn save_as(paths: &Paths, id: &str, state: &State, durable: bool) -> Result<()> {
     let json = serde_json::to_vec_pretty(state).context("encode state")?;
     lock::write_replace(&paths.container(id).join("state.json"), &json, durable)

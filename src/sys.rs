@@ -58,11 +58,30 @@ pub fn set_pre_exec(cmd: &mut Command, pre: PreExec) {
     }
 }
 
-/// `fork(2)`; only ever called from single-threaded stage processes.
+/// `fork(2)`; only ever called from single-threaded processes (stage 1, the init, the monitor).
 pub fn fork() -> nix::Result<nix::unistd::ForkResult> {
-    // SAFETY: callers are the stage-1 process and the container init, which never start threads,
-    // so the child cannot inherit a lock held by another thread.
+    // SAFETY: callers are the stage-1 process, the container init and the detached monitor,
+    // which never start threads, so the child cannot inherit a lock held by another thread.
     unsafe { nix::unistd::fork() }
+}
+
+/// Puts `fd` on the number `to` (dup3 then close the original, unless it is `to` already),
+/// leaving it open across exec as an inherited fd is.
+pub fn move_fd(fd: OwnedFd, to: RawFd) -> io::Result<()> {
+    if fd.as_raw_fd() == to {
+        // SAFETY: F_SETFD on an fd we own only changes its flags.
+        if unsafe { libc::fcntl(to, libc::F_SETFD, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        std::mem::forget(fd);
+        return Ok(());
+    }
+    // SAFETY: dup3 onto `to` replaces whatever was there; callers own that number (a freshly
+    // forked child arranging its fds before it runs anything else).
+    if unsafe { libc::dup3(fd.as_raw_fd(), to, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Forks a child of this process's parent (`clone(2)` with `CLONE_PARENT`), so stage 1 can hand

@@ -6,7 +6,7 @@
 //! records the exit code and time in the container's state, and applies the restart policy.
 //!
 //! It tells the `rl` that launched it how the start went on a pipe (fd 3). Whenever it goes
-//! idle — at once after the start, and after a second without events — it drops its resident
+//! idle — a second without events, the first one after the start — it drops its resident
 //! code before it waits (see [`super::idle_poll`]): one monitor per container must stay small
 //! (the target is 600 KB; conmon takes ~2.5 MB).
 
@@ -167,18 +167,24 @@ fn run_once(
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the stdout pipe")?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the stderr pipe")?;
     // `-i` without a pty: the container reads a pipe that attached clients write to.
-    let (stdin, input) = if cfg.process.stdin && !cfg.process.tty {
+    let (stdin, input): (OwnedFd, Option<OwnedFd>) = if cfg.process.stdin && !cfg.process.tty {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the stdin pipe")?;
-        (Stdio::from(r), Some(w))
+        (r, Some(w))
     } else {
-        (Stdio::null(), None)
+        (std::fs::File::open("/dev/null").context("open /dev/null")?.into(), None)
     };
-    let how = Spawn {
-        stdin,
-        sealed: cfg.process.init,
-        output: Some((Stdio::from(out_w), Stdio::from(err_w))),
-        share_userns: Some(paths.runroot.clone()),
-        ..Spawn::default()
+    let share_userns = Some(paths.runroot.clone());
+    let how = match cfg.process.init {
+        // The `--init` PID 1 stays rl: stage 1 (which forks it) runs from a sealed copy.
+        true => Spawn {
+            stdin: Stdio::from(stdin),
+            sealed: true,
+            output: Some((Stdio::from(out_w), Stdio::from(err_w))),
+            share_userns,
+            ..Spawn::default()
+        },
+        // This process is single-threaded: stage 1 is forked, not loaded again.
+        false => Spawn { fork_stdio: Some([stdin, out_w, err_w]), share_userns, ..Spawn::default() },
     };
     let stage = Stage1::spawn(&cfg.idmap, Job::Launch(Box::new(cfg.clone())), how, || Ok(()))?;
     let parent::Running { stage, pid, pty, adopted } = parent::wait_started(stage)?;
@@ -200,12 +206,15 @@ fn run_once(
     st.monitor_start = state::start_time(me);
     st.exit_code = None;
     st.error = None;
-    // Not fsync'd: after a crash "running" means nothing (the processes are gone with it), and
-    // this write is on every detached start's path. The exit is written durably.
-    state::save_as(paths, &cfg.id, &st, false)?;
+    // On the run root's tmpfs before the report, so every command after `run -d` sees it
+    // running; in the record after it (off the start's path, without fsync: after a crash
+    // "running" only means the container once ran), so a reboot that empties the run root
+    // leaves a record that reads exited. The exit is written durably.
+    state::save_running(paths, &cfg.id, &st)?;
     if let Some(fd) = ready.take() {
         report(fd, &Ready::Running);
     }
+    state::save_as(paths, &cfg.id, &st, false)?;
     // With a pty, the master carries both streams (as a terminal merges them) and the input.
     let (sources, input): (Vec<(OwnedFd, Stream)>, Option<OwnedFd>) = match pty.as_ref() {
         Some(m) => (
@@ -293,8 +302,10 @@ fn watch(
     let mut open: Vec<Option<(OwnedFd, Stream)>> = sources.into_iter().map(Some).collect();
     let mut exit = None;
     let mut buf = vec![0u8; 16384];
-    // Idle: no event since the last wait that released the code (at first: the setup ran).
-    let mut idle = true;
+    // Idle: no event for IDLE_MS since the code was last released. Not at first: the release
+    // (reading /proc/self/smaps) would compete with the user's next command, often another
+    // start; a second later it does not.
+    let mut idle = false;
     loop {
         if exit.is_some() && open.iter().all(Option::is_none) {
             break;

@@ -74,6 +74,11 @@ pub struct Channel {
 }
 
 impl Channel {
+    /// The socket itself.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     /// A connected pair, close-on-exec.
     pub fn pair() -> Result<(Channel, Channel)> {
         let (a, b) = socket::socketpair(

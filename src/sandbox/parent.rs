@@ -64,8 +64,16 @@ pub fn exe_exposed(idmap: &MapPlan) -> bool {
 
 /// A stage-1 process and our end of its sync socket.
 pub struct Stage1 {
-    pub child: Child,
+    process: StageProcess,
     pub chan: Channel,
+}
+
+/// How stage 1 was started.
+enum StageProcess {
+    /// `rl __stage1`, exec'd.
+    Exec(Child),
+    /// Forked from a single-threaded parent ([`Spawn::fork_stdio`]).
+    Fork(Pid),
 }
 
 /// How to start stage 1.
@@ -82,6 +90,11 @@ pub struct Spawn {
     /// The container's stdout and stderr (default: inherited); a detached container's monitor
     /// passes pipes it logs.
     pub output: Option<(Stdio, Stdio)>,
+    /// Fork stage 1 from this process, with these as its stdin, stdout and stderr, instead of
+    /// exec'ing rl again (which costs a load of rl on every start). Only for a single-threaded
+    /// parent that holds nothing the container must not see: the detached monitor. Never with
+    /// `sealed`, whose point is a copy of rl unreachable from the container.
+    pub fork_stdio: Option<[OwnedFd; 3]>,
     /// For a container: the run root, where a running container's user namespace with the same
     /// maps may be recorded to join ([`crate::userns::share`]) instead of mapping a new one.
     pub share_userns: Option<std::path::PathBuf>,
@@ -89,7 +102,14 @@ pub struct Spawn {
 
 impl Default for Spawn {
     fn default() -> Self {
-        Spawn { stdin: Stdio::null(), sealed: false, fds: Vec::new(), output: None, share_userns: None }
+        Spawn {
+            stdin: Stdio::null(),
+            sealed: false,
+            fds: Vec::new(),
+            output: None,
+            fork_stdio: None,
+            share_userns: None,
+        }
     }
 }
 
@@ -163,7 +183,44 @@ impl Stage1 {
             },
         );
         let child = cmd.spawn().context("start the stage-1 process")?;
-        Ok(Stage1 { child, chan: ours })
+        Ok(Stage1 { process: StageProcess::Exec(child), chan: ours })
+    }
+
+    /// Forks stage 1 ([`Spawn::fork_stdio`]): the child arranges its fds as an exec'd stage 1
+    /// finds them (stdio, the sync socket on [`SYNC_FD`], nothing else) and runs its main.
+    fn fork(stdio: [OwnedFd; 3]) -> Result<Stage1> {
+        let (ours, theirs) = Channel::pair()?;
+        let parent = nix::unistd::getpid();
+        match sys::fork().context("fork the stage-1 process")? {
+            nix::unistd::ForkResult::Child => {
+                let ready = (|| -> Result<()> {
+                    let [i, o, e] = stdio;
+                    nix::unistd::dup2_stdin(&i)?;
+                    nix::unistd::dup2_stdout(&o)?;
+                    nix::unistd::dup2_stderr(&e)?;
+                    sys::move_fd(theirs.into_fd(), SYNC_FD)?;
+                    sys::close_from(SYNC_FD + 1)?;
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+                    if nix::unistd::getppid() != parent {
+                        anyhow::bail!("the parent is gone");
+                    }
+                    Ok(())
+                })();
+                sys::exit_now(match ready {
+                    Ok(()) => super::stage1::main(),
+                    Err(_) => crate::hint::EXIT_RL_FAILED,
+                })
+            }
+            nix::unistd::ForkResult::Parent { child } => Ok(Stage1 { process: StageProcess::Fork(child), chan: ours }),
+        }
+    }
+
+    /// The stage-1 process's pid.
+    fn pid(&self) -> u32 {
+        match &self.process {
+            StageProcess::Exec(c) => c.id(),
+            StageProcess::Fork(p) => p.as_raw() as u32,
+        }
     }
 
     /// Has the holder's id maps written and opens its namespaces, user first.
@@ -191,7 +248,10 @@ impl Stage1 {
     /// yields once the job is on its way (user first) to join; reaps it on any failure.
     fn launch(job: Job, how: Spawn, namespaces: impl FnOnce(&Stage1) -> Result<Vec<File>>) -> Result<Stage1> {
         let how_fds = how.fds;
-        let stage = Self::start(how.stdin, how.output, how.sealed)?;
+        let stage = match how.fork_stdio {
+            Some(stdio) if !how.sealed => Self::fork(stdio)?,
+            _ => Self::start(how.stdin, how.output, how.sealed)?,
+        };
         let joined = (|| {
             let job_fds: Vec<i32> = how_fds.iter().map(|f| f.as_raw_fd()).collect();
             stage.chan.send_fds(&Msg::Job(job), &job_fds)?;
@@ -217,7 +277,7 @@ impl Stage1 {
         // Opened before stage 1 exists: a container that is gone fails here, cheaply.
         let ns = open_namespaces(pid)?;
         Self::launch(job, how, |stage| {
-            join_cgroup(pid, stage.child.id())?;
+            join_cgroup(pid, stage.pid())?;
             Ok(ns)
         })
     }
@@ -239,9 +299,16 @@ impl Stage1 {
     }
 
     /// Waits for the stage-1 process to exit.
-    pub fn reap(mut self) {
+    pub fn reap(self) {
         drop(self.chan);
-        let _ = self.child.wait();
+        match self.process {
+            StageProcess::Exec(mut c) => {
+                let _ = c.wait();
+            }
+            StageProcess::Fork(p) => {
+                let _ = nix::sys::wait::waitpid(p, None);
+            }
+        }
     }
 }
 
