@@ -65,6 +65,28 @@ pub fn fork() -> nix::Result<nix::unistd::ForkResult> {
     unsafe { nix::unistd::fork() }
 }
 
+/// `fd`, or a close-on-exec copy of it numbered 3 or above when it sits on a stdio number: an fd
+/// handed to a child by number must not be one the child's stdio replaces (an rl started with
+/// stdin closed gets its first new fd on 0).
+pub fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    let n = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: n is the fresh fd F_DUPFD_CLOEXEC just returned, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// Sets or clears close-on-exec on `fd`.
+pub fn set_cloexec(fd: std::os::fd::BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let flags = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD on a borrowed, open fd only changes its flags.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Puts `fd` on the number `to` (dup3 then close the original, unless it is `to` already),
 /// leaving it open across exec as an inherited fd is.
 pub fn move_fd(fd: OwnedFd, to: RawFd) -> io::Result<()> {

@@ -125,7 +125,7 @@ pub fn main() -> i32 {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // The hidden stage-1 entry point skips argument parsing: it is on every container's start path.
     if args.get(1).is_some_and(|a| a == "__stage1") {
-        return crate::sandbox::stage1::main();
+        return crate::sandbox::stage1::main_exec(&args[2..]);
     }
     // A detached container's monitor: as small as it can be, so no argument parser either.
     if args.get(1).is_some_and(|a| a == "__monitor") {

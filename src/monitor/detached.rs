@@ -46,23 +46,26 @@ enum Ready {
 /// starts it.
 pub fn launch(paths: &Paths, id: &str, meanwhile: impl FnOnce() -> Result<()>) -> Result<()> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the monitor's ready pipe")?;
+    let w = sys::above_stdio(w).context("move the ready pipe")?;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("rl-monitor")
         .arg("__monitor")
         .arg(&paths.root)
         .arg(&paths.runroot)
         .arg(id)
+        .arg(w.as_raw_fd().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    sys::set_pre_exec(
-        &mut cmd,
-        sys::PreExec { fds: vec![(w.as_raw_fd(), READY_FD)], death_signal: None, setsid: true },
-    );
+    // The report pipe is inherited under its own number, and the monitor makes its session
+    // itself: without a pre-exec step, std spawns through posix_spawn (vfork), sparing this
+    // process a fork of its whole address space on every start.
+    sys::set_cloexec(w.as_fd(), false).context("hand the ready pipe to the monitor")?;
     // Not waited for: it outlives this process and is then reaped by init (or the session's
     // subreaper), like any daemon's child.
-    let _child = cmd.spawn().context("start the container's monitor")?;
+    let spawned = cmd.spawn().context("start the container's monitor");
     drop(w);
+    let _child = spawned?;
     let ours = meanwhile();
     let mut report = Vec::new();
     std::fs::File::from(r).read_to_end(&mut report).context("read the monitor's report")?;
@@ -77,16 +80,25 @@ pub fn launch(paths: &Paths, id: &str, meanwhile: impl FnOnce() -> Result<()>) -
 /// `rl __monitor ROOT RUNROOT ID`.
 pub fn main(args: &[std::ffi::OsString]) -> i32 {
     let _ = nix::sys::prctl::set_name(c"rl-monitor");
-    let Ok(ready) = sys::adopt_fd(READY_FD) else {
+    let internal = || {
         eprintln!("Error: rl __monitor is internal: run `rl run -d` or `rl start` instead");
-        return EXIT_RL_FAILED;
+        EXIT_RL_FAILED
     };
-    let [root, runroot, id] = args else { return EXIT_RL_FAILED };
-    // Whatever else the caller's caller left open (a shell's pipe, a CI runner's fd) would be
-    // held for the container's whole life: a `$(rl run -d …)` reading such a pipe never ends.
-    if sys::close_from(READY_FD + 1).is_err() {
+    let [root, runroot, id, fd] = args else { return internal() };
+    let Some(ready) = fd.to_str().and_then(|f| f.parse().ok()).and_then(|f| sys::adopt_fd(f).ok()) else {
+        return internal();
+    };
+    // On READY_FD, and nothing else open: whatever the caller's caller left open (a shell's
+    // pipe, a CI runner's fd) would be held for the container's whole life, and a
+    // `$(rl run -d …)` reading such a pipe would never end. A session of its own, so the
+    // user's terminal signals never reach it.
+    if sys::move_fd(ready, READY_FD).is_err()
+        || sys::close_from(READY_FD + 1).is_err()
+        || nix::unistd::setsid().is_err()
+    {
         return EXIT_RL_FAILED;
     }
+    let Ok(ready) = sys::adopt_fd(READY_FD) else { return EXIT_RL_FAILED };
     let paths = Paths { root: PathBuf::from(root), runroot: PathBuf::from(runroot) };
     let id = id.to_string_lossy().into_owned();
     let mut ready = Some(ready);

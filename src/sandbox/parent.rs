@@ -161,28 +161,31 @@ impl Stage1 {
         })
     }
 
-    /// Execs `rl __stage1` with its end of a new sync socket on [`SYNC_FD`].
+    /// Execs `rl __stage1 FD PPID` with its end of a new sync socket on fd FD (stage 1 moves it
+    /// to [`SYNC_FD`]) and our pid, against which it checks its parent-death signal. No
+    /// pre-exec step: std then spawns through posix_spawn (vfork) instead of forking this
+    /// process, which may be large (a pull's buffers) and multi-threaded.
     fn start(stdin: Stdio, output: Option<(Stdio, Stdio)>, sealed: bool) -> Result<Stage1> {
         let exe = if sealed { Some(sealed_exe()?) } else { None };
         let (ours, theirs) = Channel::pair()?;
+        let theirs = sys::above_stdio(theirs.into_fd()).context("move the sync socket")?;
         let program = match &exe {
             Some(f) => format!("/proc/self/fd/{}", f.as_raw_fd()),
             None => "/proc/self/exe".to_string(),
         };
         let mut cmd = Command::new(program);
-        cmd.arg0("rl").arg("__stage1").stdin(stdin);
+        cmd.arg0("rl")
+            .arg("__stage1")
+            .arg(theirs.as_raw_fd().to_string())
+            .arg(std::process::id().to_string())
+            .stdin(stdin);
         if let Some((out, err)) = output {
             cmd.stdout(out).stderr(err);
         }
-        sys::set_pre_exec(
-            &mut cmd,
-            sys::PreExec {
-                fds: vec![(theirs.as_raw_fd(), SYNC_FD)],
-                death_signal: Some(Signal::SIGTERM),
-                setsid: false,
-            },
-        );
+        // Inherited only by this child: our copy closes right after the spawn.
+        sys::set_cloexec(theirs.as_fd(), false).context("hand the sync socket to stage 1")?;
         let child = cmd.spawn().context("start the stage-1 process")?;
+        drop(theirs);
         Ok(Stage1 { process: StageProcess::Exec(child), chan: ours })
     }
 

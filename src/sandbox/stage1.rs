@@ -35,7 +35,27 @@ use crate::{network, rootfs, sys};
 /// The fd number the parent hands the sync socket on.
 pub const SYNC_FD: i32 = 3;
 
-/// Entry point of `rl __stage1`; returns the process exit code.
+/// Entry point of `rl __stage1 FD PPID`: takes the sync socket from fd FD onto [`SYNC_FD`] and
+/// the parent-death signal (SIGTERM), checked against the parent PPID that exec'd it (which
+/// may have died before the signal was set); returns the process exit code.
+pub fn main_exec(args: &[std::ffi::OsString]) -> i32 {
+    let num = |a: &std::ffi::OsString| a.to_str().and_then(|s| s.parse::<i32>().ok());
+    let (Some(fd), Some(ppid)) = (args.first().and_then(num), args.get(1).and_then(num)) else {
+        eprintln!("Error: rl __stage1 is internal: run `rl run` instead");
+        return EXIT_RL_FAILED;
+    };
+    let Ok(sock) = sys::adopt_fd(fd) else { return EXIT_RL_FAILED };
+    if sys::move_fd(sock, SYNC_FD).is_err()
+        || nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).is_err()
+        || unistd::getppid().as_raw() != ppid
+    {
+        return EXIT_RL_FAILED;
+    }
+    main()
+}
+
+/// Stage 1 with the sync socket on [`SYNC_FD`] (exec'd, or forked by the monitor); returns the
+/// process exit code.
 pub fn main() -> i32 {
     let Ok(chan) = Channel::from_inherited(SYNC_FD) else {
         eprintln!("Error: rl __stage1 is internal: run `rl run` instead");
