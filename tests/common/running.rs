@@ -195,11 +195,22 @@ impl Running {
 
     /// Waits until stdout has a line equal to `line` (e.g. the container's "ready").
     pub fn wait_for_line(&mut self, line: &str) {
+        self.wait_for(line, false)
+    }
+
+    /// Waits until stderr has a line equal to `line`.
+    pub fn wait_for_err_line(&mut self, line: &str) {
+        self.wait_for(line, true)
+    }
+
+    fn wait_for(&mut self, line: &str, err: bool) {
         let deadline = Instant::now() + TIMEOUT;
-        while !self.stdout.lines().any(|l| l == line) {
+        let has = |s: &Self| if err { &s.stderr } else { &s.stdout }.lines().any(|l| l == line);
+        while !has(self) {
             if self.open == 0 || Instant::now() > deadline {
                 self.reap();
-                panic!("no line `{line}` on stdout\n{}", self.dump());
+                let stream = if err { "stderr" } else { "stdout" };
+                panic!("no line `{line}` on {stream}\n{}", self.dump());
             }
             self.take(POLL);
         }
