@@ -5,8 +5,8 @@
 # measures as that user. Prints one line per benchmark: the medians, the ratio and the target.
 #
 # Benchmarks:
-#   start   `rl run --rm --rootfs BUSYBOX true` vs `bwrap --unshare-all` on the same rootfs
-#           (median of RUNS, default 40). Target: rl <= 1.5x bwrap.
+#   start   `rl run --rm --network none --rootfs BUSYBOX true` vs `bwrap --unshare-all` on the same
+#           rootfs (both loopback only; median of RUNS, default 40). Target: rl <= 1.5x bwrap.
 #   pull    `rl pull` of a Debian minbase image (mmdebstrap, one gzip layer) from a registry on
 #           127.0.0.1 into an empty store, vs `podman pull` (same registry, same run), and
 #           `curl blob | gunzip | tar -x` as the floor (median of PULL_RUNS, default 5); once with
@@ -17,6 +17,11 @@
 #           every rl process per container (the monitor; stage 1 stays only with fuse-overlayfs)
 #           vs conmon (RSS and PSS), idle, and while the container logs ten lines a second.
 #           Targets: >= 10x faster, <= 600 kB.
+#   net     start with the default network (slirp4netns) and with pasta, vs podman with
+#           slirp4netns and bwrap (median of RUNS); then 1 GiB sent from the host through a
+#           published port into `nc -l` in the container (median of NET_RUNS, default 3), for rl
+#           and podman with each helper. Targets: start <= 3x bwrap; throughput >= podman's with
+#           the same helper.
 #   exec    `rl exec C true` into a running `rl run --rootfs BUSYBOX` container vs `podman exec`
 #           (runtime runc) into a podman container on the same rootfs (median of RUNS).
 #           Target: rl <= 15 ms.
@@ -71,7 +76,7 @@ prepare() {
 bench_start() {
   step "start: rl run --rm vs bwrap --unshare-all (median of $RUNS)"
   # The run root is the default, $XDG_RUNTIME_DIR/rl (a tmpfs, as logind makes it).
-  local rl_cmd="$RL --root $WORK/store/root run --rm --rootfs $WORK/busybox true"
+  local rl_cmd="$RL --root $WORK/store/root run --rm --network none --rootfs $WORK/busybox true"
   local bw_cmd="bwrap --unshare-all --bind $WORK/busybox / --proc /proc --dev /dev true"
   as_user hyperfine -N --warmup 5 --runs "$RUNS" --export-json "$WORK/out/start.json" "$rl_cmd" "$bw_cmd" \
     >"$WORK/out/start.log"
@@ -170,8 +175,8 @@ bench_detached() {
   local rl="$RL --root $s/rl"
   local podman="podman --root $s/podman --runroot $s/podman-run --runtime runc --cgroup-manager cgroupfs"
   podman+=" --events-backend file --storage-driver overlay"
-  # rl has no network yet: podman gets none either, so both start the same kind of container.
-  local ten_rl="for i in 0 1 2 3 4 5 6 7 8 9; do $rl run -d --rootfs $WORK/busybox sleep 3600 >/dev/null; done"
+  # Both without a network: the monitor and the start are measured, not a network helper (`net`).
+  local ten_rl="for i in 0 1 2 3 4 5 6 7 8 9; do $rl run -d --network none --rootfs $WORK/busybox sleep 3600 >/dev/null; done"
   local ten_podman="for i in 0 1 2 3 4 5 6 7 8 9; do $podman run -d --network none --rootfs $WORK/busybox"
   ten_podman+=" sleep 3600 >/dev/null; done"
   local clean_rl="ids=\$($rl ps -aq); [ -z \"\$ids\" ] || $rl rm -f \$ids >/dev/null"
@@ -191,7 +196,8 @@ bench_detached() {
   # A busy monitor: its container logs ten lines a second, so it never idles long enough to
   # release its code; measured after three seconds of that.
   local chatty="while :; do echo tick; sleep 0.1; done"
-  as_user sh -c "$rl run -d --rootfs $WORK/busybox sh -c '$chatty' >/dev/null" || die "start a logging rl container"
+  as_user sh -c "$rl run -d --network none --rootfs $WORK/busybox sh -c '$chatty' >/dev/null" ||
+    die "start a logging rl container"
   as_user sh -c "$podman run -d --network none --rootfs $WORK/busybox sh -c '$chatty' >/dev/null" ||
     die "start a logging podman container"
   sleep 3
@@ -209,6 +215,95 @@ bench_detached() {
     "$rl_rss" "$rl_pss" "$rl_n" "$conmon_rss" "$conmon_pss" "$conmon_n"
   printf 'detached: logging 10 lines/s, rl processes: RSS %s kB, PSS %s kB; conmon: RSS %s kB, PSS %s kB\n' \
     "$busy_rss" "$busy_pss" "$cbusy_rss" "$cbusy_pss"
+}
+
+# send_gib PORT: seconds to send 1 GiB to 127.0.0.1:PORT and see the receiver close (it read all).
+send_gib() {
+  python3 - "$1" <<'PY'
+import socket, sys, time
+port = int(sys.argv[1])
+chunk = bytes(1 << 20)
+t = time.monotonic()
+s = socket.create_connection(("127.0.0.1", port))
+for _ in range(1024):
+    s.sendall(chunk)
+s.shutdown(socket.SHUT_WR)
+while s.recv(65536):
+    pass
+print(f"{time.monotonic() - t:.3f}")
+PY
+}
+
+# serving PORT: whether something accepts on 127.0.0.1:PORT, within ten seconds.
+serving() {
+  local i
+  for i in $(seq 200); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1).close()" "$1" \
+      2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# throughput NAME CMD...: start a receiver with CMD (a detached container publishing
+# 127.0.0.1:5999 to nc -l in a loop), then the median MB/s of NET_RUNS GiB sends.
+throughput() {
+  local name=$1 runs=${NET_RUNS:-3} i secs=() port=5999
+  shift
+  as_user "$@" >"$WORK/out/net-$name.log" 2>&1 || { echo "net: $name: could not start: $(tail -1 "$WORK/out/net-$name.log")"; return 0; }
+  serving $port || { echo "net: $name: port $port not served"; return 0; }
+  for i in $(seq "$runs"); do
+    secs+=("$(send_gib $port)")
+    serving $port || true
+  done
+  local median
+  median=$(printf '%s\n' "${secs[@]}" | sort -n | sed -n "$(((runs + 1) / 2))p")
+  printf '%s %s\n' "$name" "$(jq -rn --argjson s "$median" '1024 / $s | round')"
+}
+
+bench_net() {
+  local s=$WORK/net out=$WORK/out
+  step "net: start with a network (median of $RUNS), and 1 GiB through a published port"
+  install -d -m 0755 "$s"
+  [ "$(id -u)" = 0 ] && chown "$OWNER" "$s"
+  local rl="$RL --root $s/rl"
+  local podman="podman --root $s/podman --runroot $s/podman-run --runtime runc --cgroup-manager cgroupfs"
+  podman+=" --events-backend file --storage-driver overlay"
+  local bw_cmd="bwrap --unshare-all --bind $WORK/busybox / --proc /proc --dev /dev true"
+  as_user hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$out/net-start.json" \
+    -n rl-slirp4netns "$rl run --rm --rootfs $WORK/busybox true" \
+    -n rl-pasta "$rl run --rm --network pasta --rootfs $WORK/busybox true" \
+    -n podman-slirp4netns "$podman run --rm --network slirp4netns --rootfs $WORK/busybox true" \
+    -n bwrap "$bw_cmd" >"$out/net-start.log" 2>&1 || { tail -20 "$out/net-start.log"; die "net start benchmark failed"; }
+  local slirp_ms pasta_ms podman_ms bw_ms
+  slirp_ms=$(median_ms "$out/net-start.json" 0)
+  pasta_ms=$(median_ms "$out/net-start.json" 1)
+  podman_ms=$(median_ms "$out/net-start.json" 2)
+  bw_ms=$(median_ms "$out/net-start.json" 3)
+  printf 'net: start rl slirp4netns %s ms (%sx bwrap), rl pasta %s ms (%sx), podman slirp4netns %s ms, bwrap %s ms (target <= 3x bwrap)\n' \
+    "$slirp_ms" "$(jq -rn --argjson a "$slirp_ms" --argjson b "$bw_ms" '$a / $b * 100 | round / 100')" \
+    "$pasta_ms" "$(jq -rn --argjson a "$pasta_ms" --argjson b "$bw_ms" '$a / $b * 100 | round / 100')" \
+    "$podman_ms" "$bw_ms"
+  local recv="while :; do nc -l -p 5000 >/dev/null; done"
+  local results=() r
+  for mode in slirp4netns pasta; do
+    r=$(throughput "rl-$mode" $rl run -d --name "tp-$mode" --network "$mode" -p 127.0.0.1:5999:5000 \
+      --rootfs "$WORK/busybox" sh -c "$recv")
+    results+=("$r")
+    as_user $rl rm -f "tp-$mode" >/dev/null 2>&1 || true
+    r=$(throughput "podman-$mode" $podman run -d --name "tp-$mode" --network "$mode" -p 127.0.0.1:5999:5000 \
+      --rootfs "$WORK/busybox" sh -c "$recv")
+    results+=("$r")
+    as_user $podman rm -f -t 0 "tp-$mode" >/dev/null 2>&1 || true
+  done
+  userns_rm "$s/rl" "$s/podman" "$s/podman-run" || true
+  for r in "${results[@]}"; do
+    case $r in
+    net:*) echo "$r" ;;
+    *) printf 'net: 1 GiB host -> container through -p, %s: %s MB/s\n' "${r%% *}" "${r##* }" ;;
+    esac
+  done
+  echo "net: target: rl >= podman with the same helper"
 }
 
 # mem_of REGEX PER: the VmRSS and Pss (kB) of the measuring user's live processes whose command
@@ -233,7 +328,7 @@ main() {
   prepare
   local b
   for b in "${benches[@]}"; do
-    declare -F "bench_$b" >/dev/null || die "unknown benchmark \`$b\` (known: start pull exec detached)"
+    declare -F "bench_$b" >/dev/null || die "unknown benchmark \`$b\` (known: start pull exec detached net)"
     "bench_$b"
   done
 }

@@ -25,14 +25,6 @@ pub enum OverlayBackend {
     Fuse,
 }
 
-/// The container's network.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum NetworkMode {
-    /// A private network namespace with only loopback.
-    #[default]
-    None,
-}
-
 /// A mount the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountSpec {
@@ -103,7 +95,8 @@ pub struct ContainerConfig {
     pub security: Security,
     pub userns: UsernsMode,
     pub idmap: MapPlan,
-    pub network: NetworkMode,
+    /// `--network`, `-p`, the DNS flags.
+    pub network: crate::network::NetworkConfig,
     /// `--rm`: the writable layer and record go when the container exits.
     pub remove: bool,
     /// The image's id, when run from an image.

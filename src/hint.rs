@@ -30,6 +30,10 @@ pub enum Problem {
     RegistryCertUntrusted,
     /// A registry wants a client certificate that rl lacks or that it refused.
     RegistryClientCert,
+    /// The network helper asked for (slirp4netns, pasta) is not installed.
+    NetworkHelperMissing,
+    /// A published host port is below `net.ipv4.ip_unprivileged_port_start`.
+    PrivilegedPort,
 }
 
 impl Problem {
@@ -80,6 +84,14 @@ impl Problem {
             Problem::RegistryClientCert => {
                 "put the client certificate and its key in `~/.config/containers/certs.d/HOST:PORT/` \
                  as `client.cert` and `client.key`; see distro-notes/registries-tls.md#registry-wants-a-client-certificate"
+            }
+            Problem::NetworkHelperMissing => {
+                "install slirp4netns (`sudo apt-get install slirp4netns`; Fedora: `dnf install slirp4netns`) or \
+                 pasta (package `passt`), or run with `--network none`; see distro-notes/debian.md#network-helper-missing"
+            }
+            Problem::PrivilegedPort => {
+                "publish a port of 1024 or above (`-p 8080:80`), or let users bind lower ports: \
+                 `sudo sysctl -w net.ipv4.ip_unprivileged_port_start=80`; see distro-notes/debian.md#ports-below-1024"
             }
         }
     }
@@ -236,6 +248,8 @@ mod tests {
             RuntimeDirUnset,
             RegistryCertUntrusted,
             RegistryClientCert,
+            NetworkHelperMissing,
+            PrivilegedPort,
         ] {
             assert!(p.hint().contains("distro-notes/"), "{p:?}");
         }

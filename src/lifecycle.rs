@@ -156,6 +156,7 @@ mod tests {
             restart_count: 0,
             error: None,
             stopped: false,
+            network: None,
         };
         assert_eq!(effective(&st).status, Status::Exited);
         let me = std::process::id() as i32;

@@ -48,6 +48,9 @@ pub struct State {
     /// `rl stop`/`rl kill` ended it: no restart policy brings it back.
     #[serde(default)]
     pub stopped: bool,
+    /// Its network as of its last start: addresses and the host ports really published.
+    #[serde(default)]
+    pub network: Option<crate::network::Attached>,
 }
 
 impl State {
@@ -215,6 +218,19 @@ pub fn release_name(paths: &Paths, name: &str, id: &str) {
     }
 }
 
+/// Changes a container's config with `change`, under the containers lock.
+pub fn update_config(
+    paths: &Paths,
+    query: &str,
+    change: impl FnOnce(&mut ContainerConfig) -> Result<()>,
+) -> Result<()> {
+    let _lock = lock::exclusive(&paths.containers_lock())?;
+    let (mut cfg, _) = find(paths, query)?;
+    change(&mut cfg)?;
+    let json = serde_json::to_vec_pretty(&cfg).context("encode config")?;
+    lock::write_atomic(&paths.container(&cfg.id).join("config.json"), &json)
+}
+
 /// Gives a container a new name (unique among the user's containers).
 pub fn rename(paths: &Paths, query: &str, new: &str) -> Result<()> {
     if new.is_empty() || !new.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
@@ -281,6 +297,7 @@ fn write_record(paths: &Paths, cfg: &ContainerConfig, durable: bool) -> Result<(
         restart_count: 0,
         error: None,
         stopped: false,
+        network: None,
     };
     let json = serde_json::to_vec_pretty(&state).context("encode state")?;
     lock::write_replace(&dir.join("state.json"), &json, durable)

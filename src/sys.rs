@@ -21,14 +21,17 @@ pub struct PreExec {
     pub death_signal: Option<Signal>,
     /// Start a new session, detaching from the controlling terminal.
     pub setsid: bool,
+    /// Unblock every signal: a spawner that waits for signals in a signalfd has them blocked,
+    /// and exec keeps the mask (a helper would never see its SIGTERM).
+    pub unblock_signals: bool,
 }
 
 /// Installs `pre` as the `pre_exec` hook of `cmd`.
 pub fn set_pre_exec(cmd: &mut Command, pre: PreExec) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec; it only makes async-signal-safe
-    // syscalls (dup3, fcntl, prctl, getppid, setsid) on plain integers it owns, allocates nothing
-    // and touches no lock.
+    // calls (dup3, fcntl, sigemptyset, sigprocmask, prctl, getppid, setsid) on plain integers and
+    // a stack sigset_t it owns, allocates nothing and touches no lock.
     unsafe {
         cmd.pre_exec(move || {
             for &(from, to) in &pre.fds {
@@ -38,6 +41,14 @@ pub fn set_pre_exec(cmd: &mut Command, pre: PreExec) {
                         return Err(io::Error::last_os_error());
                     }
                 } else if libc::dup3(from, to, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if pre.unblock_signals {
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                if libc::sigemptyset(&mut none) < 0
+                    || libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) < 0
+                {
                     return Err(io::Error::last_os_error());
                 }
             }
@@ -73,6 +84,13 @@ pub fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
         return Ok(fd);
     }
     let n = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: n is the fresh fd F_DUPFD_CLOEXEC just returned, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// A close-on-exec copy of `fd` numbered `min` or above.
+pub fn dup_above(fd: std::os::fd::BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    let n = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))?;
     // SAFETY: n is the fresh fd F_DUPFD_CLOEXEC just returned, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
@@ -186,6 +204,16 @@ pub fn reset_signal_dispositions() {
         unsafe {
             libc::signal(sig, libc::SIG_DFL);
         }
+    }
+}
+
+/// Restores SIGPIPE's default action (Rust's runtime ignores it): a command whose output goes to
+/// a pipe closed early (`rl ps | head`) then ends quietly, as other command-line tools do,
+/// instead of failing to print.
+pub fn default_sigpipe() {
+    // SAFETY: installing SIG_DFL involves no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -75,8 +75,14 @@ pub fn container_json(paths: &Paths, cfg: &ContainerConfig, st: &State) -> Value
             "AutoRemove": cfg.remove,
             "ReadonlyRootfs": cfg.read_only,
             "Privileged": cfg.security.privileged,
-            "NetworkMode": "none",
+            "NetworkMode": cfg.network.mode.name(),
+            "PortBindings": port_map(&cfg.network.ports),
+            "Dns": cfg.network.dns.servers,
+            "DnsSearch": cfg.network.dns.search,
+            "DnsOptions": cfg.network.dns.options,
+            "ExtraHosts": cfg.network.add_hosts.iter().map(|(n, ip)| format!("{n}:{ip}")).collect::<Vec<_>>(),
         },
+        "NetworkSettings": network_settings(cfg, &st),
         "Config": {
             "Hostname": cfg.hostname,
             "User": cfg.process.user,
@@ -87,6 +93,9 @@ pub fn container_json(paths: &Paths, cfg: &ContainerConfig, st: &State) -> Value
             "OpenStdin": cfg.process.stdin,
             "Image": cfg.rootfs_source,
             "StopSignal": cfg.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
+            "ExposedPorts": cfg.network.ports.iter()
+                .map(|p| (format!("{}/{}", p.container_port, p.proto), json!({})))
+                .collect::<serde_json::Map<_, _>>(),
             "Healthcheck": cfg.health.as_ref().map(|h| json!({
                 "Test": h.test, "Interval": h.interval_ns, "Timeout": h.timeout_ns,
                 "Retries": h.retries, "StartPeriod": h.start_period_ns,
@@ -101,6 +110,44 @@ pub fn container_json(paths: &Paths, cfg: &ContainerConfig, st: &State) -> Value
             "UpperDir": cfg.dirs.upper, "WorkDir": cfg.dirs.work, "MergedDir": cfg.dirs.merged,
             "LowerDir": cfg.dirs.lower.iter().map(|l| l.display().to_string()).collect::<Vec<_>>().join(":"),
         }},
+    })
+}
+
+/// Docker's port map: `"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]`.
+fn port_map(ports: &[crate::network::ports::PortMapping]) -> Value {
+    let mut map = serde_json::Map::new();
+    for p in ports {
+        let key = format!("{}/{}", p.container_port, p.proto);
+        let host_ip = p.host_ip.map_or_else(|| "0.0.0.0".to_string(), |ip| ip.to_string());
+        let port = if p.host_port == 0 { String::new() } else { p.host_port.to_string() };
+        let entry = json!({"HostIp": host_ip, "HostPort": port});
+        match map.get_mut(&key).and_then(Value::as_array_mut) {
+            Some(list) => list.push(entry),
+            None => {
+                map.insert(key, json!([entry]));
+            }
+        }
+    }
+    Value::Object(map)
+}
+
+/// `NetworkSettings`: the addresses and published ports of the container's current run.
+fn network_settings(cfg: &ContainerConfig, st: &State) -> Value {
+    let running = st.status == Status::Running;
+    let net = st.network.clone().filter(|_| running).unwrap_or_default();
+    let ip = net.ip.map(|i| i.to_string()).unwrap_or_default();
+    let gateway = net.gateway.map(|i| i.to_string()).unwrap_or_default();
+    let mode = cfg.network.mode.name();
+    let endpoint = json!({
+        "IPAddress": ip, "IPPrefixLen": net.prefix, "Gateway": gateway,
+        "Aliases": cfg.network.aliases,
+    });
+    json!({
+        "Ports": port_map(&net.ports),
+        "IPAddress": ip,
+        "IPPrefixLen": net.prefix,
+        "Gateway": gateway,
+        "Networks": {mode: endpoint},
     })
 }
 

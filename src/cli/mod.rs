@@ -18,6 +18,9 @@ pub mod lifecycle;
 pub mod load;
 pub mod login;
 pub mod logs;
+pub mod netflags;
+pub mod network;
+pub mod port;
 pub mod ps;
 pub mod pull;
 pub mod push;
@@ -109,7 +112,9 @@ pub enum Command {
     /// Run a container's health check (`run CONTAINER`).
     Healthcheck(healthcheck::HealthcheckArgs),
     /// Show a container's published ports.
-    Port(top::TopArgs),
+    Port(port::PortArgs),
+    /// Manage user networks (create, ls, inspect, rm, prune, connect, disconnect).
+    Network(network::NetworkArgs),
     /// Show containers or images as JSON.
     Inspect(inspect::InspectArgs),
     /// Manage containers (ls, ps, rm, prune, inspect, logs, start, stop, kill, wait, rename).
@@ -130,6 +135,19 @@ pub fn main() -> i32 {
     // A detached container's monitor: as small as it can be, so no argument parser either.
     if args.get(1).is_some_and(|a| a == "__monitor") {
         return crate::monitor::detached::main(&args[2..]);
+    }
+    // The per-user network daemon of user networks.
+    if args.get(1).is_some_and(|a| a == "__netd") {
+        return crate::network::netd::main(&args[2..]);
+    }
+    // A container's port forwarder.
+    if args.get(1).is_some_and(|a| a == "__forward") {
+        return crate::network::proxy::main(&args[2..]);
+    }
+    // Listings and inspections piped into `head` end quietly; rl's own long-lived processes
+    // (monitor, forwarder, daemon) are dispatched above and keep SIGPIPE ignored.
+    if !args.get(1).is_some_and(|a| a == "run" || a == "exec" || a == "attach" || a == "start") {
+        crate::sys::default_sigpipe();
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
@@ -169,7 +187,8 @@ pub fn main() -> i32 {
         Command::Attach(args) => attach::run(cli.root, cli.runroot, args),
         Command::Top(args) => top::top(cli.root, cli.runroot, args),
         Command::Healthcheck(args) => healthcheck::run(cli.root, cli.runroot, args),
-        Command::Port(args) => top::port(cli.root, cli.runroot, args),
+        Command::Port(args) => port::run(cli.root, cli.runroot, args),
+        Command::Network(args) => network::run(cli.root, cli.runroot, args),
         Command::Inspect(args) => inspect::run(cli.root, cli.runroot, args),
         Command::Container(c) => container(cli.root, cli.runroot, c),
         Command::Login(args) => login::login(args),
@@ -217,7 +236,7 @@ pub enum ContainerCommand {
     /// Show a container's processes.
     Top(top::TopArgs),
     /// Show a container's published ports.
-    Port(top::TopArgs),
+    Port(port::PortArgs),
     /// Show containers as JSON.
     Inspect(inspect::InspectArgs),
     /// Remove every stopped container.
@@ -239,7 +258,7 @@ fn container(root: Option<PathBuf>, runroot: Option<PathBuf>, c: ContainerArgs) 
         ContainerCommand::Logs(a) => logs::run(root, runroot, a),
         ContainerCommand::Attach(a) => attach::run(root, runroot, a),
         ContainerCommand::Top(a) => top::top(root, runroot, a),
-        ContainerCommand::Port(a) => top::port(root, runroot, a),
+        ContainerCommand::Port(a) => port::run(root, runroot, a),
         ContainerCommand::Inspect(mut a) => {
             a.kind = Some("container".into());
             inspect::run(root, runroot, a)

@@ -88,9 +88,17 @@ pub fn row(paths: &Paths, cfg: &ContainerConfig, st: &State, no_trunc: bool) -> 
         },
         "State": state_name(st.status),
         "Names": cfg.name,
-        "Ports": "",
+        "Ports": ports_text(st),
         "ExitCode": st.exit_code,
     })
+}
+
+/// Docker's PORTS column: `0.0.0.0:8080->80/tcp, …`, for a running container.
+pub fn ports_text(st: &State) -> String {
+    match (&st.network, st.status) {
+        (Some(net), Status::Running) => net.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+        _ => String::new(),
+    }
 }
 
 fn matches(cfg: &ContainerConfig, st: &State, filters: &[(String, String)]) -> bool {

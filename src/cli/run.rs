@@ -7,7 +7,7 @@ use std::process::Stdio;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::config::{self, ContainerConfig, Dirs, NetworkMode, OverlayBackend, Process, Security};
+use crate::config::{self, ContainerConfig, Dirs, OverlayBackend, Process, Security};
 use crate::hint::Problem;
 use crate::monitor;
 use crate::sandbox::msg::Job;
@@ -126,9 +126,8 @@ pub struct RunArgs {
     /// Rootfs overlay: kernel overlayfs, fuse-overlayfs, or auto.
     #[arg(long, value_enum, default_value_t = OverlayBackend::Auto, env = "RL_OVERLAY")]
     pub overlay: OverlayBackend,
-    /// Network mode (only `none`, loopback only, for now).
-    #[arg(long, value_name = "MODE", default_value = "none")]
-    pub network: String,
+    #[command(flatten)]
+    pub net: super::netflags::NetFlags,
     /// Container name (default: generated).
     #[arg(long)]
     pub name: Option<String>,
@@ -190,6 +189,8 @@ struct Base {
     stop_signal: Option<String>,
     /// Docker's `Healthcheck` of the image config, if any.
     healthcheck: Option<serde_json::Value>,
+    /// The image's EXPOSE list (`80/tcp`).
+    expose: Vec<String>,
 }
 
 fn base_from_rootfs(rootfs: &std::path::Path) -> Result<Base> {
@@ -209,6 +210,7 @@ fn base_from_rootfs(rootfs: &std::path::Path) -> Result<Base> {
         user: None,
         stop_signal: None,
         healthcheck: None,
+        expose: Vec::new(),
     })
 }
 
@@ -267,6 +269,7 @@ fn image_base(paths: &Paths, source: &str, rec: crate::store::images::ImageRecor
             .ok()
             .map(|v| v["config"]["Healthcheck"].clone())
             .filter(|h| h.is_object()),
+        expose: c.exposed_ports().clone().unwrap_or_default(),
     })
 }
 
@@ -298,8 +301,13 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
         Some("keep-id") => UsernsMode::KeepId,
         Some(other) => bail!("userns `{other}`: unknown mode (expected keep-id)"),
     };
-    if args.network != "none" {
-        bail!("network `{}`: not supported yet (only `none`)", args.network);
+    let network = super::netflags::build(paths, &args.net, &base.expose)?;
+    if matches!(network.mode, crate::network::NetworkMode::Bridge(_)) && userns == UsernsMode::KeepId {
+        bail!(
+            "network `{}`: containers on user networks share one user namespace with the default id maps: \
+             --userns keep-id cannot join it",
+            network.mode.name()
+        );
     }
     let mut mounts = Vec::new();
     for v in &args.volume {
@@ -374,7 +382,7 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
         security,
         userns,
         idmap,
-        network: NetworkMode::None,
+        network,
         remove: args.rm,
         restart,
         log,
@@ -438,6 +446,9 @@ pub fn create(root: Option<PathBuf>, runroot: Option<PathBuf>, args: RunArgs) ->
 
 /// `rl run -d`: the record, then the monitor starts the container; prints the id.
 fn run_detached(paths: &Paths, cfg: &ContainerConfig) -> Result<i32> {
+    // A published port that is taken fails here, before there is a container to clean up; the
+    // monitor binds them for good.
+    drop(crate::network::forward::bind_all(&cfg.network.ports)?);
     {
         let _held = match cfg.image {
             Some(_) => Some(crate::store::images::hold_layers(paths, &cfg.dirs.lower)?),
@@ -488,7 +499,13 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
     )
     .context("create signalfd")?;
     let stdin = if args.interactive && !args.tty { Stdio::inherit() } else { Stdio::null() };
-    let how = Spawn { stdin, sealed: cfg.process.init, share_userns: Some(paths.runroot.clone()), ..Spawn::default() };
+    let how = Spawn {
+        stdin,
+        sealed: cfg.process.init,
+        share_userns: Some(paths.runroot.clone()),
+        network: Some(crate::network::wiring::prepare(paths, cfg)?),
+        ..Spawn::default()
+    };
     // An image's layers stay put until the record that uses them exists.
     let held = match cfg.image {
         Some(_) => Some(crate::store::images::hold_layers(paths, &cfg.dirs.lower)?),
@@ -506,6 +523,7 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
     st.status = Status::Running;
     st.pid = Some(running.pid.as_raw());
     st.started_ns = Some(state::now_ns());
+    st.network = running.net.as_ref().map(|n| n.attached.clone());
     // This process watches it: `ps` and `stop` see a live container through it, and
     // `rl exec` finds the pid here, `--rm` or not.
     let me = std::process::id() as i32;

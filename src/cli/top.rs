@@ -1,6 +1,5 @@
-//! `rl top CONTAINER` and `rl port CONTAINER`: what runs in a container (its processes, found
-//! by their pid namespace, as the host sees them and as the container numbers them) and which
-//! ports it publishes (none until networking publishes any).
+//! `rl top CONTAINER`: what runs in a container (its processes, found by their pid namespace,
+//! as the host sees them and as the container numbers them).
 
 use std::path::PathBuf;
 
@@ -69,13 +68,6 @@ pub fn top(root: Option<PathBuf>, runroot: Option<PathBuf>, args: TopArgs) -> Re
             cmd.join(" ")
         );
     }
-    Ok(0)
-}
-
-/// `rl port`: the published ports (rl publishes none before its networking issue lands).
-pub fn port(root: Option<PathBuf>, runroot: Option<PathBuf>, args: TopArgs) -> Result<i32> {
-    let paths = Paths::resolve(root, runroot)?;
-    crate::state::find(&paths, &args.container)?;
     Ok(0)
 }
 

@@ -186,6 +186,7 @@ fn run_once(
         (std::fs::File::open("/dev/null").context("open /dev/null")?.into(), None)
     };
     let share_userns = Some(paths.runroot.clone());
+    let network = Some(crate::network::wiring::prepare(paths, cfg)?);
     let how = match cfg.process.init {
         // The `--init` PID 1 stays rl: stage 1 (which forks it) runs from a sealed copy.
         true => Spawn {
@@ -193,13 +194,15 @@ fn run_once(
             sealed: true,
             output: Some((Stdio::from(out_w), Stdio::from(err_w))),
             share_userns,
+            network,
             ..Spawn::default()
         },
         // This process is single-threaded: stage 1 is forked, not loaded again.
-        false => Spawn { fork_stdio: Some([stdin, out_w, err_w]), share_userns, ..Spawn::default() },
+        false => Spawn { fork_stdio: Some([stdin, out_w, err_w]), share_userns, network, ..Spawn::default() },
     };
     let stage = Stage1::spawn(&cfg.idmap, Job::Launch(Box::new(cfg.clone())), how, || Ok(()))?;
-    let parent::Running { stage, pid, pty, adopted } = parent::wait_started(stage)?;
+    // The network helpers end with `net`, when this start ends.
+    let parent::Running { stage, pid, pty, adopted, net } = parent::wait_started(stage)?;
     crate::userns::share::record(&paths.runroot, pid.as_raw());
     // Stage 1 handed the init over (the kernel overlay) and is exiting, or stays to wait for it
     // (fuse-overlayfs) and reports the exit.
@@ -218,6 +221,7 @@ fn run_once(
     st.monitor_start = state::start_time(me);
     st.exit_code = None;
     st.error = None;
+    st.network = net.as_ref().map(|n| n.attached.clone());
     // On the run root's tmpfs before the report, so every command after `run -d` sees it
     // running; in the record after it (off the start's path, without fsync: after a crash
     // "running" only means the container once ran), so a reboot that empties the run root

@@ -80,6 +80,15 @@ fn setup_and_exec(
     let argv: Vec<CString> = cfg.process.args.iter().map(|a| cstring(a)).collect::<Result<_>>()?;
     let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
     let program = find_program(&cfg.process.args[0], &env)?;
+    // The payload may use the network from its first instruction: wait for the helpers the
+    // parent started on it (they got ready while this process set the container up).
+    if cfg.network.has_helpers() {
+        match chan.recv()? {
+            Some(Msg::NetworkReady) => {}
+            Some(Msg::Failed { message, .. }) => return Err(anyhow!(message)),
+            other => return Err(anyhow!("waiting for the network: unexpected {other:?}")),
+        }
+    }
 
     if cfg.process.init {
         // SIGCHLD and the forwarded signals wait for the signalfd; the child unblocks them.

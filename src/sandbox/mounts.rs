@@ -199,7 +199,8 @@ fn apply_one(root: &Path, root_fd: &OwnedFd, op: &Op) -> Result<()> {
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None::<&str>,
                 )?;
-                remount_ro(&t)?;
+                // Opened again: `t` is the directory under the new mount.
+                remount_ro(&open_in_root(root_fd, target)?)?;
             }
         }
         Op::Bind { source, target, readonly } => {

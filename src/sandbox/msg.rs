@@ -39,6 +39,8 @@ pub enum Msg {
     Job(Job),
     /// Parent → stage 1: join the namespaces attached (user first), whose maps are written.
     Join,
+    /// Parent → init: the network helpers are ready; the payload may run.
+    NetworkReady,
     /// Init → parent: the pty master is attached to this message.
     PtyMaster,
     /// Stage 1 → parent: the payload was exec'd; `pid` is the container's PID 1 on the host.
@@ -121,6 +123,11 @@ impl Channel {
 
     /// Sends `msg` with `fds` attached (at most [`MAX_FDS`]).
     pub fn send_fds(&self, msg: &Msg, fds: &[RawFd]) -> Result<()> {
+        self.send_json(msg, fds)
+    }
+
+    /// Sends any serializable message (the network daemon's protocol) with `fds` attached.
+    pub fn send_json<T: serde::Serialize>(&self, msg: &T, fds: &[RawFd]) -> Result<()> {
         if fds.len() > MAX_FDS {
             bail!("send on the sync socket: {} fds is more than {MAX_FDS}", fds.len());
         }
@@ -152,6 +159,11 @@ impl Channel {
 
     /// Receives one message and the fds attached to it.
     pub fn recv_fds(&self) -> Result<Option<(Msg, Vec<OwnedFd>)>> {
+        self.recv_json()
+    }
+
+    /// Receives one message of any deserializable type and the fds attached to it.
+    pub fn recv_json<T: serde::de::DeserializeOwned>(&self) -> Result<Option<(T, Vec<OwnedFd>)>> {
         let mut len = [0u8; 4];
         let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
         let (n, fd) = {

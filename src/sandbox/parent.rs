@@ -31,6 +31,7 @@ use nix::unistd::Pid;
 use super::msg::{Channel, Job, Msg};
 use super::stage1::SYNC_FD;
 use crate::hint::{hinted, ExitStatus};
+use crate::network::wiring::{Hold, Prepared, Wiring};
 use crate::sys;
 use crate::userns::MapPlan;
 
@@ -66,6 +67,8 @@ pub fn exe_exposed(idmap: &MapPlan) -> bool {
 pub struct Stage1 {
     process: StageProcess,
     pub chan: Channel,
+    /// The container's network helpers, started on its new namespaces.
+    net: Option<Box<Wiring>>,
 }
 
 /// How stage 1 was started.
@@ -98,6 +101,8 @@ pub struct Spawn {
     /// For a container: the run root, where a running container's user namespace with the same
     /// maps may be recorded to join ([`crate::userns::share`]) instead of mapping a new one.
     pub share_userns: Option<std::path::PathBuf>,
+    /// For a container: its network, prepared ([`crate::network::wiring::prepare`]).
+    pub network: Option<Prepared>,
 }
 
 impl Default for Spawn {
@@ -109,6 +114,7 @@ impl Default for Spawn {
             output: None,
             fork_stdio: None,
             share_userns: None,
+            network: None,
         }
     }
 }
@@ -148,17 +154,44 @@ impl Stage1 {
     /// the setuid helpers write the holder's id maps while `meanwhile` runs; then stage 1 joins
     /// the holder's namespaces (as fds on the socket) and the holder exits.
     pub fn spawn(plan: &MapPlan, job: Job, mut how: Spawn, meanwhile: impl FnOnce() -> Result<()>) -> Result<Stage1> {
-        let ns = namespaces(&job);
+        let net = how.network.take();
+        let own_netns = net.as_ref().map_or(true, Prepared::own_netns);
+        // `--network host` or `container:`: no network namespace of its own.
+        let ns: Vec<(&str, libc::c_int)> =
+            namespaces(&job).iter().copied().filter(|(name, _)| own_netns || *name != "net").collect();
         let flags = ns.iter().fold(0, |f, (_, flag)| f | flag);
-        let shared = how.share_userns.take().and_then(|runroot| crate::userns::share::find(&runroot, plan));
-        Self::launch(job, how, |_| {
+        // A `container:` peer's user namespace (its network namespace belongs to it), else a
+        // running container's with the same maps.
+        let peer_userns = match net.as_ref().and_then(Prepared::peer_userns) {
+            Some(fd) => Some(fd.try_clone_to_owned().context("dup the peer's user namespace")?.into()),
+            None => None,
+        };
+        let shared: Option<File> =
+            peer_userns.or_else(|| how.share_userns.take().and_then(|r| crate::userns::share::find(&r, plan)));
+        let mut wiring = None;
+        let mut stage = Self::launch(job, how, |_| {
             let join = shared.as_ref().map(|f| f.as_fd());
             let holder = sys::fork_ns_holder(flags, join).context("fork the namespace holder")?.map_err(refused)?;
-            let fds = Self::map_and_open(plan, meanwhile, &holder, ns, shared.is_some());
-            drop(holder.release);
-            let _ = nix::sys::wait::waitpid(holder.pid, None);
-            fds
-        })
+            let fds = Self::map_and_open(plan, meanwhile, &holder, &ns, shared.is_some());
+            let sys::NsHolder { pid, release, .. } = holder;
+            let hold = Hold { pid, release: Some(release) };
+            let mut fds = fds?;
+            if let Some(net) = net {
+                match net.peer_netns()? {
+                    Some(peer) => fds.push(peer),
+                    // The helpers start now, on the new namespaces, and load while stage 1
+                    // mounts the rootfs; slirp4netns finds them through the holder, which
+                    // stays until it is ready.
+                    None if own_netns => {
+                        wiring = Some(net.start(fds[0].as_fd(), fds[ns.len() - 1].as_fd(), hold)?);
+                    }
+                    None => {}
+                }
+            }
+            Ok(fds)
+        })?;
+        stage.net = wiring.filter(Wiring::has_helpers).map(Box::new);
+        Ok(stage)
     }
 
     /// Execs `rl __stage1 FD PPID` with its end of a new sync socket on fd FD (stage 1 moves it
@@ -186,7 +219,7 @@ impl Stage1 {
         sys::set_cloexec(theirs.as_fd(), false).context("hand the sync socket to stage 1")?;
         let child = cmd.spawn().context("start the stage-1 process")?;
         drop(theirs);
-        Ok(Stage1 { process: StageProcess::Exec(child), chan: ours })
+        Ok(Stage1 { process: StageProcess::Exec(child), chan: ours, net: None })
     }
 
     /// Forks stage 1 ([`Spawn::fork_stdio`]): the child arranges its fds as an exec'd stage 1
@@ -214,7 +247,9 @@ impl Stage1 {
                     Err(_) => crate::hint::EXIT_RL_FAILED,
                 })
             }
-            nix::unistd::ForkResult::Parent { child } => Ok(Stage1 { process: StageProcess::Fork(child), chan: ours }),
+            nix::unistd::ForkResult::Parent { child } => {
+                Ok(Stage1 { process: StageProcess::Fork(child), chan: ours, net: None })
+            }
         }
     }
 
@@ -368,20 +403,32 @@ pub struct Running {
     /// The PID 1 is this process's child ([`Job::Launch`]): stage 1 is exiting, and the exit
     /// comes from waiting for the PID 1, not from stage 1.
     pub adopted: bool,
+    /// The network helpers: they end when this is dropped, so hold it while the container runs.
+    pub net: Option<Box<Wiring>>,
 }
 
-/// Drives a `Job::Run` stage 1 until the payload has been exec'd.
-pub fn wait_started(stage: Stage1) -> Result<Running> {
+/// Drives a `Job::Run` stage 1 until the payload has been exec'd: once the network helpers are
+/// ready, tells the init it may exec (or why not).
+pub fn wait_started(mut stage: Stage1) -> Result<Running> {
+    let mut net = stage.net.take();
+    if let Some(w) = net.as_mut() {
+        let msg = match w.wait_ready() {
+            Ok(()) => Msg::NetworkReady,
+            Err(e) => Msg::Failed { message: format!("{e:#}"), code: crate::hint::EXIT_RL_FAILED, problem: None },
+        };
+        // An init that failed already reports that instead; the message then goes unread.
+        let _ = stage.chan.send(&msg);
+    }
     let mut pty = None;
     loop {
         let got = stage.chan.recv_fd()?;
         match got {
             Some((Msg::PtyMaster, fd)) => pty = fd,
             Some((Msg::Started { pid }, _)) => {
-                return Ok(Running { stage, pid: Pid::from_raw(pid), pty, adopted: false })
+                return Ok(Running { stage, pid: Pid::from_raw(pid), pty, adopted: false, net })
             }
             Some((Msg::HandedOver { pid }, _)) => {
-                return Ok(Running { stage, pid: Pid::from_raw(pid), pty, adopted: true })
+                return Ok(Running { stage, pid: Pid::from_raw(pid), pty, adopted: true, net })
             }
             Some((other, _)) => {
                 let err = stage.fail(other);

@@ -32,6 +32,17 @@ pub fn find(runroot: &Path, plan: &MapPlan) -> Option<File> {
     let mut words = text.split_whitespace();
     let pid: i32 = words.next()?.parse().ok()?;
     let start: u64 = words.next()?.parse().ok()?;
+    of_process(pid, start, plan)
+}
+
+/// The user namespace of the running process `pid` (a container's PID 1), if its maps are
+/// exactly `plan`'s: a container joining another's network namespace must be in the user
+/// namespace that owns it.
+pub fn of_pid(pid: i32, plan: &MapPlan) -> Option<File> {
+    of_process(pid, start_time(pid)?, plan)
+}
+
+fn of_process(pid: i32, start: u64, plan: &MapPlan) -> Option<File> {
     let ns = File::open(format!("/proc/{pid}/ns/user")).ok()?;
     let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).ok()?;
     let gid_map = std::fs::read_to_string(format!("/proc/{pid}/gid_map")).ok()?;
