@@ -15,6 +15,12 @@ use crate::store::Paths;
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
+    /// Print the container's output until it ends, and end with its status.
+    #[arg(short, long)]
+    pub attach: bool,
+    /// Attach the terminal's input too (a container created with -i).
+    #[arg(short, long)]
+    pub interactive: bool,
     /// Containers to start (names or ids).
     #[arg(required = true)]
     pub containers: Vec<String>,
@@ -87,6 +93,9 @@ fn for_each(names: &[String], mut each: impl FnMut(&str) -> Result<()>) -> Resul
 
 /// `rl start`: a created or exited container runs again under a new monitor.
 pub fn start(root: Option<PathBuf>, runroot: Option<PathBuf>, args: StartArgs) -> Result<i32> {
+    if args.attach || args.interactive {
+        return start_attached(root, runroot, args);
+    }
     let paths = Paths::resolve(root, runroot)?;
     for_each(&args.containers, |n| {
         let (cfg, st) = state::find(&paths, n)?;
@@ -102,6 +111,47 @@ pub fn start(root: Option<PathBuf>, runroot: Option<PathBuf>, args: StartArgs) -
         println!("{n}");
         Ok(())
     })
+}
+
+/// `rl start -a [-i]`: starts one container and stays with it. Its output comes from the log,
+/// followed from the start on (so nothing written before this process caught up is lost);
+/// with `-i` the terminal is attached through the monitor instead, input and output.
+fn start_attached(root: Option<PathBuf>, runroot: Option<PathBuf>, args: StartArgs) -> Result<i32> {
+    let [n] = args.containers.as_slice() else {
+        anyhow::bail!("start -a: attach to one container at a time ({} given)", args.containers.len());
+    };
+    let paths = Paths::resolve(root.clone(), runroot.clone())?;
+    let (cfg, st) = state::find(&paths, n)?;
+    let st = lifecycle::effective(&st.ok_or_else(|| anyhow::anyhow!("container `{n}`: no state"))?);
+    if !st.running() {
+        let mut st = st;
+        st.stopped = false;
+        st.status = Status::Created;
+        state::save(&paths, &cfg.id, &st)?;
+        let since = crate::monitor::log::rfc3339_nanos(state::now_ns());
+        crate::monitor::detached::launch(&paths, &cfg.id, || Ok(()))?;
+        if !(args.interactive && cfg.process.stdin) {
+            let logs = super::logs::LogsArgs {
+                follow: true,
+                timestamps: false,
+                tail: None,
+                since: Some(since),
+                container: cfg.id.clone(),
+            };
+            super::logs::run(root, runroot, logs)?;
+            if cfg.restart == crate::config::RestartPolicy::No {
+                lifecycle::wait_watcher(&state::load(&paths, &cfg.id)?)?;
+            }
+            let st = state::load(&paths, &cfg.id)?;
+            return st.exit_code.ok_or_else(|| anyhow::anyhow!("container `{n}`: ended without an exit code"));
+        }
+    }
+    let attach = super::attach::AttachArgs {
+        detach_keys: "ctrl-p,ctrl-q".into(),
+        no_stdin: !args.interactive,
+        container: cfg.id.clone(),
+    };
+    super::attach::run(root, runroot, attach)
 }
 
 /// `rl stop`.

@@ -96,5 +96,7 @@ pub fn start(
     let child = super::wiring::spawn_helper(&mut cmd, &inherit).context("start pasta")?;
     drop(ready_w);
     // Its pid file is our pipe: pasta writes it once the namespace is configured.
-    Ok(Helper::signalled("pasta", child, Some(ready_r), log))
+    let mut helper = Helper::signalled("pasta", child, Some(ready_r), log);
+    helper.holds_ports = !ports.is_empty();
+    Ok(helper)
 }

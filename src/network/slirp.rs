@@ -23,6 +23,9 @@ use super::wiring::Helper;
 use super::SlirpOptions;
 use crate::hint::Problem;
 
+/// slirp4netns's API socket, in the container's run dir.
+const API_SOCKET: &str = "slirp4netns.sock";
+
 /// Options of slirp4netns that rl uses when the installed version has them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Features {
@@ -120,7 +123,10 @@ pub fn start(opts: &SlirpOptions, holder: nix::unistd::Pid, run_dir: &Path) -> R
     if opts.enable_ipv6 && f.ipv6 {
         cmd.arg("--enable-ipv6");
     }
-    let api = run_dir.join("slirp4netns.sock");
+    // A socket path has room for 107 bytes, less than a run dir may take: slirp4netns binds it
+    // through the run dir's fd (`/proc/self/fd/N/…`), as rl connects to it.
+    let api = run_dir.join(API_SOCKET);
+    let dir = File::open(run_dir).with_context(|| format!("open `{}`", run_dir.display()))?;
     if opts.slirp_port_handler {
         if !f.api_socket {
             bail!(
@@ -129,7 +135,7 @@ pub fn start(opts: &SlirpOptions, holder: nix::unistd::Pid, run_dir: &Path) -> R
             );
         }
         let _ = std::fs::remove_file(&api);
-        cmd.arg(format!("--api-socket={}", api.display()));
+        cmd.arg(format!("--api-socket=/proc/self/fd/{}/{API_SOCKET}", dir.as_raw_fd()));
     }
     cmd.arg(format!("--ready-fd={}", ready_w.as_raw_fd()))
         .arg(format!("--exit-fd={}", exit_r.as_raw_fd()))
@@ -137,10 +143,13 @@ pub fn start(opts: &SlirpOptions, holder: nix::unistd::Pid, run_dir: &Path) -> R
         .arg("tap0")
         .stdout(log_file.try_clone().context("dup the log")?)
         .stderr(log_file);
-    let inherit = [ready_w.as_raw_fd(), exit_r.as_raw_fd()];
+    let inherit = [ready_w.as_raw_fd(), exit_r.as_raw_fd(), dir.as_raw_fd()];
     let child = super::wiring::spawn_helper(&mut cmd, &inherit).context("start slirp4netns")?;
-    drop((ready_w, exit_r));
-    Ok(Helper::new("slirp4netns", child, exit_w, Some(ready_r), log, opts.slirp_port_handler.then_some(api)))
+    drop((ready_w, exit_r, dir));
+    let mut helper =
+        Helper::new("slirp4netns", child, exit_w, Some(ready_r), log, opts.slirp_port_handler.then_some(api));
+    helper.holds_ports = opts.slirp_port_handler;
+    Ok(helper)
 }
 
 /// Forwards `ports` through slirp4netns's own stack (`port_handler=slirp4netns`), over its API
@@ -157,7 +166,10 @@ pub fn add_forwards(api: &Path, ports: &[PortMapping]) -> Result<()> {
             }
         });
         let what = || format!("publish port {p} through slirp4netns");
-        let mut sock = UnixStream::connect(api).with_context(what)?;
+        let dir = api.parent().context("the socket's dir")?;
+        let dir = File::open(dir).with_context(|| format!("open `{}`", dir.display()))?;
+        let short = format!("/proc/self/fd/{}/{API_SOCKET}", dir.as_raw_fd());
+        let mut sock = UnixStream::connect(short).with_context(what)?;
         sock.write_all(request.to_string().as_bytes()).with_context(what)?;
         sock.shutdown(std::net::Shutdown::Write).with_context(what)?;
         let mut reply = String::new();

@@ -41,6 +41,9 @@ pub struct Helper {
     log: PathBuf,
     /// slirp4netns's API socket, with `port_handler=slirp4netns`.
     pub(super) api: Option<PathBuf>,
+    /// It binds published host ports itself (pasta; slirp4netns's own port handler): it is
+    /// waited for when ended, so the ports are free when the container's owner returns.
+    pub(super) holds_ports: bool,
 }
 
 impl Helper {
@@ -52,12 +55,12 @@ impl Helper {
         log: PathBuf,
         api: Option<PathBuf>,
     ) -> Helper {
-        Helper { name, child, stop: Some(stop), ready, log, api }
+        Helper { name, child, stop: Some(stop), ready, log, api, holds_ports: false }
     }
 
     /// A helper that is ended with SIGTERM.
     pub(super) fn signalled(name: &'static str, child: Child, ready: Option<OwnedFd>, log: PathBuf) -> Helper {
-        Helper { name, child, stop: None, ready, log, api: None }
+        Helper { name, child, stop: None, ready, log, api: None, holds_ports: false }
     }
 
     /// Why the helper failed: its log, one line.
@@ -106,10 +109,14 @@ impl Drop for Helper {
     fn drop(&mut self) {
         drop(self.stop.take());
         let _ = self.child.kill();
-        // The forwarder has no device to tear down: reap it.
-        match self.name {
-            "port forwarder" => drop(self.child.wait()),
-            _ => drop(self.child.try_wait()),
+        // The forwarder has no device to tear down: reap it; and a helper holding published
+        // ports must be gone before they are reported free.
+        match self.name == "port forwarder" || self.holds_ports {
+            true => drop(self.child.wait()),
+            false => drop(self.child.try_wait()),
+        }
+        if let Some(api) = &self.api {
+            let _ = std::fs::remove_file(api);
         }
     }
 }
