@@ -207,16 +207,6 @@ pub fn reset_signal_dispositions() {
     }
 }
 
-/// Restores SIGPIPE's default action (Rust's runtime ignores it): a command whose output goes to
-/// a pipe closed early (`rl ps | head`) then ends quietly, as other command-line tools do,
-/// instead of failing to print.
-pub fn default_sigpipe() {
-    // SAFETY: installing SIG_DFL involves no handler code.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
 /// Capability sets as the kernel's `capget`/`capset` v3 structures see them (two u32 words).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CapSets {

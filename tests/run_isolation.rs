@@ -62,7 +62,7 @@ fn container_process_is_pid_1_inside_and_a_normal_pid_outside() {
 #[test]
 fn network_none_has_only_loopback() {
     let Some(ctx) = Ctx::new() else { return };
-    for opts in [&["--rm"][..], &["--rm", "--network", "none"][..]] {
+    for opts in [&["--rm", "--network", "none"][..]] {
         let out = ctx.run(opts, &["sh", "-c", "ls /sys/class/net; echo ---; cat /proc/net/dev"]);
         out.assert_ok();
         let (ls, dev) = out.stdout.split_once("---\n").unwrap_or_else(|| panic!("{out}"));

@@ -144,11 +144,6 @@ pub fn main() -> i32 {
     if args.get(1).is_some_and(|a| a == "__forward") {
         return crate::network::proxy::main(&args[2..]);
     }
-    // Listings and inspections piped into `head` end quietly; rl's own long-lived processes
-    // (monitor, forwarder, daemon) are dispatched above and keep SIGPIPE ignored.
-    if !args.get(1).is_some_and(|a| a == "run" || a == "exec" || a == "attach" || a == "start") {
-        crate::sys::default_sigpipe();
-    }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {

@@ -89,8 +89,9 @@ fn features(exe: &Path, cache_dir: &Path) -> Result<Features> {
 }
 
 /// Starts slirp4netns on the namespaces of the holder `holder` (which must stay until it is
-/// ready); `run_dir` is the container's runtime dir (its log and API socket go there).
-pub fn start(opts: &SlirpOptions, holder: nix::unistd::Pid, run_dir: &Path) -> Result<Helper> {
+/// ready); `run_dir` is the container's runtime dir (its log and API socket go there). Its
+/// sandbox needs root mapped in the user namespace (`setegid(0)`): without, it runs without.
+pub fn start(opts: &SlirpOptions, holder: nix::unistd::Pid, run_dir: &Path, root_mapped: bool) -> Result<Helper> {
     let exe = crate::helper::find("slirp4netns", Problem::NetworkHelperMissing)?;
     let cache_dir = run_dir.parent().and_then(Path::parent).unwrap_or(run_dir);
     let f = features(&exe, cache_dir)?;
@@ -114,7 +115,7 @@ pub fn start(opts: &SlirpOptions, holder: nix::unistd::Pid, run_dir: &Path) -> R
     if !opts.allow_host_loopback {
         cmd.arg("--disable-host-loopback");
     }
-    if f.sandbox {
+    if f.sandbox && root_mapped {
         cmd.arg("--enable-sandbox");
     }
     if f.seccomp {

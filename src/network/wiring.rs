@@ -163,6 +163,9 @@ pub struct Prepared {
     /// User networks: the daemon (whose user namespace the container joins) and the networks.
     netd: Option<UserNets>,
     run_dir: PathBuf,
+    /// Root is mapped in the container's user namespace (not so with `--userns keep-id` and no
+    /// subordinate ids), which slirp4netns's sandbox needs.
+    root_mapped: bool,
 }
 
 /// A start on user networks: the daemon's connection, the networks, what the container's /etc
@@ -199,7 +202,8 @@ pub fn prepare(paths: &Paths, cfg: &ContainerConfig) -> Result<Prepared> {
         NetworkMode::Bridge(names) => Some(user_networks(paths, names, cfg)?),
         _ => None,
     };
-    Ok(Prepared { mode: net.mode.clone(), bound, helper_ports, peer, netd, run_dir: cfg.dirs.run.clone() })
+    let root_mapped = cfg.idmap.uid_mapped(0) && cfg.idmap.gid_mapped(0);
+    Ok(Prepared { mode: net.mode.clone(), bound, helper_ports, peer, netd, run_dir: cfg.dirs.run.clone(), root_mapped })
 }
 
 /// Connects to the network daemon (starting it) for a container on the user networks `names`.
@@ -270,7 +274,7 @@ impl Prepared {
         let mut attached = Attached::default();
         let target = match &self.mode {
             NetworkMode::Slirp4netns(o) => {
-                helpers.push(super::slirp::start(o, hold.pid, &self.run_dir)?);
+                helpers.push(super::slirp::start(o, hold.pid, &self.run_dir, self.root_mapped)?);
                 let (_, prefix, own, gw, _) = o.addresses();
                 attached = Attached { ip: Some(own.into()), prefix, gateway: Some(gw.into()), ..Default::default() };
                 Some(std::net::IpAddr::from(own))
