@@ -62,15 +62,13 @@ fn container_process_is_pid_1_inside_and_a_normal_pid_outside() {
 #[test]
 fn network_none_has_only_loopback() {
     let Some(ctx) = Ctx::new() else { return };
-    for opts in [&["--rm", "--network", "none"][..]] {
-        let out = ctx.run(opts, &["sh", "-c", "ls /sys/class/net; echo ---; cat /proc/net/dev"]);
-        out.assert_ok();
-        let (ls, dev) = out.stdout.split_once("---\n").unwrap_or_else(|| panic!("{out}"));
-        let ifaces: Vec<&str> = ls.split_whitespace().collect();
-        assert_eq!(ifaces, ["lo"], "only loopback in /sys/class/net\n{out}");
-        let devs: Vec<&str> = dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
-        assert_eq!(devs, ["lo"], "only loopback in /proc/net/dev\n{out}");
-    }
+    let out = ctx.run(&["--rm", "--network", "none"], &["sh", "-c", "ls /sys/class/net; echo ---; cat /proc/net/dev"]);
+    out.assert_ok();
+    let (ls, dev) = out.stdout.split_once("---\n").unwrap_or_else(|| panic!("{out}"));
+    let ifaces: Vec<&str> = ls.split_whitespace().collect();
+    assert_eq!(ifaces, ["lo"], "only loopback in /sys/class/net\n{out}");
+    let devs: Vec<&str> = dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(devs, ["lo"], "only loopback in /proc/net/dev\n{out}");
 }
 
 #[test]
