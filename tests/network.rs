@@ -20,16 +20,8 @@ fn rl(ctx: &Ctx, args: &[&str]) -> Out {
     ctx.rl_out(args, None)
 }
 
-/// `rl run -d OPTS --rootfs ROOTFS CMD...`; returns the id it printed.
 fn run_d(ctx: &Ctx, opts: &[&str], cmd: &[&str]) -> String {
-    let rootfs = ctx.rootfs.to_string_lossy().into_owned();
-    let mut args = vec!["run", "-d"];
-    args.extend_from_slice(opts);
-    args.extend_from_slice(&["--rootfs", &rootfs]);
-    args.extend_from_slice(cmd);
-    let out = rl(ctx, &args);
-    out.assert_ok();
-    out.stdout_trim().to_string()
+    ctx.run_d(opts, cmd)
 }
 
 fn inspect(ctx: &Ctx, name: &str) -> serde_json::Value {

@@ -12,14 +12,7 @@ fn rl(ctx: &Ctx, args: &[&str]) -> Out {
 }
 
 fn run_d(ctx: &Ctx, opts: &[&str], cmd: &[&str]) -> String {
-    let rootfs = ctx.rootfs.to_string_lossy().into_owned();
-    let mut args = vec!["run", "-d"];
-    args.extend_from_slice(opts);
-    args.extend_from_slice(&["--rootfs", &rootfs]);
-    args.extend_from_slice(cmd);
-    let out = rl(ctx, &args);
-    out.assert_ok();
-    out.stdout_trim().to_string()
+    ctx.run_d(opts, cmd)
 }
 
 /// Serves `marker` on port 80 with busybox httpd, in the foreground.

@@ -4,8 +4,9 @@
 //! [`serve`] there, so every socket it creates to reach the container lives inside it and needs
 //! no route from the host. This is rootlesskit's "builtin" port driver: no NAT, no helper binary.
 //!
-//! TCP moves through `splice(2)` and a pipe per direction, so payload bytes never enter user
-//! space; a thread per direction keeps each one a plain blocking loop. UDP has no connections,
+//! TCP is copied through a 256 KiB buffer per direction (faster here than `splice(2)` through a
+//! default-size pipe, which moves 64 KiB a call); a thread per direction keeps each one a plain
+//! blocking loop. UDP has no connections,
 //! so each client address gets a "flow": its own socket connected to the target, which is how
 //! replies find their way back to the right client.
 
@@ -21,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use nix::errno::Errno;
-use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{self, sockopt, MsgFlags};
 
@@ -33,11 +33,11 @@ pub const UDP_FLOW_IDLE: Duration = Duration::from_secs(60);
 /// A pause for a listener whose accept ran out of fds or memory: the pending connection stays
 /// queued and readable, so polling it again at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Relay threads run a splice loop and little else; the default 2 MiB stack would dominate
+/// Relay threads run a copy loop and little else; the default 2 MiB stack would dominate
 /// the forwarder's footprint under many connections.
 const THREAD_STACK: usize = 64 << 10;
-/// A default pipe holds 16 pages, so one splice moves at most this much.
-const SPLICE_CHUNK: usize = 1 << 16;
+/// Bytes each relay direction reads at once (on the heap, allocated per connection).
+const COPY_BUFFER: usize = 256 << 10;
 /// Accepts or datagrams handled per wake-up of one socket, so one busy port cannot starve the
 /// others or the stop fd.
 const BATCH: usize = 64;
@@ -243,7 +243,7 @@ fn spawn_connection(client: TcpStream, target: SocketAddr) {
 /// while the other direction goes on. An error resets both ends, which also wakes the thread
 /// pumping the other way.
 fn pump(from: &TcpStream, to: &TcpStream) {
-    match splice_all(from, to) {
+    match copy_all(from, to) {
         Ok(()) => {
             let _ = to.shutdown(Shutdown::Write);
         }
@@ -254,17 +254,18 @@ fn pump(from: &TcpStream, to: &TcpStream) {
     }
 }
 
-fn splice_all(from: &TcpStream, to: &TcpStream) -> nix::Result<()> {
-    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+fn copy_all(from: &TcpStream, to: &TcpStream) -> nix::Result<()> {
+    // A plain copy through one large buffer: on loopback this measured faster than splice(2)
+    // through a default-size pipe (2.0 vs 1.35 GiB/s), which moves at most 64 KiB per call.
+    let mut buf = vec![0u8; COPY_BUFFER];
     loop {
-        let n = retry(|| splice(from, None, &w, None, SPLICE_CHUNK, SpliceFFlags::SPLICE_F_MOVE))?;
+        let n = retry(|| nix::unistd::read(from, &mut buf))?;
         if n == 0 {
             return Ok(());
         }
-        // The pipe is drained before the next read, so the read above never blocks on it.
-        let mut left = n;
-        while left > 0 {
-            left -= retry(|| splice(&r, None, to, None, left, SpliceFFlags::SPLICE_F_MOVE))?;
+        let mut done = 0;
+        while done < n {
+            done += retry(|| nix::unistd::write(to, &buf[done..n]))?;
         }
     }
 }
@@ -432,7 +433,7 @@ mod tests {
 
     /// Runs `serve` on a thread; dropping the returned pipe end stops it.
     fn start(listeners: Vec<(Bound, SocketAddr)>, idle: Duration) -> (OwnedFd, thread::JoinHandle<Result<()>>) {
-        let (stop_r, stop_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let (stop_r, stop_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         (stop_w, thread::spawn(move || serve_with(listeners, stop_r, idle)))
     }
 

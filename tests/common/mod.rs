@@ -247,6 +247,18 @@ impl Ctx {
         Running::spawn(self.run_cmd(opts, cmd), false)
     }
 
+    /// `rl run -d OPTS --rootfs ROOTFS CMD...`, which must succeed; the id it printed.
+    pub fn run_d(&self, opts: &[&str], cmd: &[&str]) -> String {
+        let rootfs = self.rootfs.to_string_lossy().into_owned();
+        let mut args = vec!["run", "-d"];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&["--rootfs", &rootfs]);
+        args.extend_from_slice(cmd);
+        let out = self.rl_out(&args, None);
+        out.assert_ok();
+        out.stdout_trim().to_string()
+    }
+
     /// A directory of the test, created, owned by the test user.
     pub fn mkdir(&self, rel: &str) -> PathBuf {
         let p = self.dir.join(rel);
