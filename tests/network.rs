@@ -9,7 +9,6 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use common::*;
@@ -132,68 +131,44 @@ fn assert_nothing_left(ctx: &Ctx) {
 
 /// A UDP echo server on 0.0.0.0:PORT in the user and network namespaces of process `pid`,
 /// answering each datagram with `echo: ` and the datagram. busybox-static has no UDP server
-/// (its nc has no -u, and no udpsvd), so a child of the test enters the container's network
-/// namespace instead: to the forwarder, a socket there is the container's.
-struct UdpEcho(Pid);
+/// (its nc has no -u, and no udpsvd), so the host's python3 runs in the container's network
+/// namespace instead (`nsenter`): to the forwarder, a socket there is the container's.
+struct UdpEcho(std::process::Child);
+
+const UDP_ECHO: &str = "import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+print('ready', flush=True)
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(b'echo: ' + data, peer)
+";
 
 impl UdpEcho {
     fn start(pid: i32, port: u16) -> UdpEcho {
-        let open = |ns: &str| fs::File::open(format!("/proc/{pid}/ns/{ns}")).expect("open the container's namespace");
-        let (user, net) = (open("user"), open("net"));
-        let (ready_r, ready_w) = nix::unistd::pipe().expect("pipe");
-        let fds = (user.as_raw_fd(), net.as_raw_fd(), ready_w.as_raw_fd());
-        // SAFETY: the child calls only async-signal-safe functions (raw syscalls, no allocation).
-        match unsafe { nix::unistd::fork() }.expect("fork") {
-            nix::unistd::ForkResult::Child => unsafe { udp_echo_child(fds, port) },
-            nix::unistd::ForkResult::Parent { child } => {
-                drop(ready_w);
-                let mut byte = [0u8; 1];
-                let n = fs::File::from(ready_r).read(&mut byte).unwrap_or(0);
-                assert_eq!(n, 1, "the UDP echo could not enter the container's network namespace and bind {port}");
-                UdpEcho(child)
-            }
-        }
+        let mut child = std::process::Command::new("nsenter")
+            .args(["--preserve-credentials", "-U", "-n", "-t", &pid.to_string(), "python3", "-c", UDP_ECHO])
+            .arg(port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start nsenter python3");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("piped stdout");
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the UDP echo could not enter the container's network namespace and bind {port}"
+        );
+        UdpEcho(child)
     }
 }
 
 impl Drop for UdpEcho {
     fn drop(&mut self) {
-        let _ = kill(self.0, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(self.0, None);
-    }
-}
-
-unsafe fn udp_echo_child((user, net, ready): (i32, i32, i32), port: u16) -> ! {
-    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-    if libc::setns(user, libc::CLONE_NEWUSER) != 0 || libc::setns(net, libc::CLONE_NEWNET) != 0 {
-        libc::_exit(1);
-    }
-    // Hold no other test's pipe open.
-    for fd in 3..1024 {
-        if fd != ready {
-            libc::close(fd);
-        }
-    }
-    let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-    let mut addr: libc::sockaddr_in = std::mem::zeroed();
-    addr.sin_family = libc::AF_INET as libc::sa_family_t;
-    addr.sin_port = port.to_be();
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    if s < 0 || libc::bind(s, &addr as *const libc::sockaddr_in as *const libc::sockaddr, len) != 0 {
-        libc::_exit(2);
-    }
-    libc::write(ready, b"1".as_ptr().cast(), 1);
-    libc::close(ready);
-    let mut buf = [0u8; 2048];
-    buf[..6].copy_from_slice(b"echo: ");
-    let mut from: libc::sockaddr_storage = std::mem::zeroed();
-    let from_ptr = &mut from as *mut libc::sockaddr_storage as *mut libc::sockaddr;
-    loop {
-        let mut flen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let n = libc::recvfrom(s, buf[6..].as_mut_ptr().cast(), buf.len() - 6, 0, from_ptr, &mut flen);
-        if n > 0 {
-            libc::sendto(s, buf.as_ptr().cast(), n as usize + 6, 0, from_ptr, flen);
-        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
