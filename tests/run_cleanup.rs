@@ -29,6 +29,30 @@ fn rm_removes_the_container() {
     assert!(ctx.containers().is_empty(), "--rm leaves {:?}\n{out}", ctx.containers());
 }
 
+/// A payload that ends at once races rl's own bookkeeping of its start (the record, the
+/// state): every one of many such runs, four at a time, must report the payload's exit.
+#[test]
+fn quick_rm_runs_in_parallel_report_their_exit() {
+    let Some(ctx) = Ctx::new() else { return };
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|i| {
+                let ctx = &ctx;
+                s.spawn(move || {
+                    for _ in 0..25 {
+                        let out = ctx.run(&["--rm", "--network", "none"], &["sh", "-c", &format!("exit {i}")]);
+                        out.assert_code(i);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("a run failed");
+        }
+    });
+    assert!(ctx.containers().is_empty(), "--rm leaves {:?}", ctx.containers());
+}
+
 #[test]
 fn without_rm_the_container_stays() {
     let Some(ctx) = Ctx::new() else { return };

@@ -529,8 +529,7 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
     let me = std::process::id() as i32;
     st.monitor_pid = Some(me);
     st.monitor_start = state::start_time(me);
-    // A `--rm` container that already ended may have had its record removed by stage 1: that
-    // write failing is no error of the container's.
+    // A `--rm` record is not kept durably: that write failing is no error of the container's.
     if let Err(e) = state::save_as(paths, &cfg.id, &st, !cfg.remove) {
         if !cfg.remove {
             return Err(e);

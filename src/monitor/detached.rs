@@ -155,10 +155,12 @@ fn monitor(paths: &Paths, id: &str, ready: &mut Option<OwnedFd>) -> Result<()> {
         }
     }
     if cfg.remove {
-        // Stage 1 removed the record when it waited for the init; a handed-over init leaves it
-        // (its writable layer holds files of subordinate ids) to a removal in the namespace.
-        if paths.container(id).exists() {
+        // Stage 1 removed the writable layer (files of subordinate ids) when it waited for the
+        // init; a handed-over init leaves it to a removal in the namespace.
+        if cfg.dirs.upper.exists() {
             let _ = crate::lifecycle::remove(paths, &cfg);
+        } else {
+            let _ = crate::sandbox::remove_tree(&paths.container(id));
         }
         state::release_name(paths, &cfg.name, id);
         let _ = crate::sandbox::remove_tree(&cfg.dirs.run);

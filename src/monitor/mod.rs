@@ -145,6 +145,9 @@ pub fn watch(running: &Running, sigfd: &SignalFd, stdin_to_pty: bool) -> Result<
         if ready[1] {
             match chan.recv()? {
                 Some(Msg::Exited { code, signal }) => break Exit { code, signal },
+                Some(Msg::Failed { message, code, .. }) => {
+                    return Err(crate::hint::ExitStatus { code, message }.into());
+                }
                 Some(_) => {}
                 None => break Exit { code: None, signal: None },
             }

@@ -172,20 +172,22 @@ fn run(chan: &Channel, cfg: &ContainerConfig, mask: SigSet, seccomp: Option<BpfP
     let unmounted = rootfs.unmount(&cfg.dirs.merged);
     let cleaned = cleanup(cfg);
     let status = result?;
-    unmounted?;
-    cleaned?;
+    // The container ran: its exit is what the user asked for, a failed cleanup a warning.
+    for e in [unmounted.err(), cleaned.err()].into_iter().flatten() {
+        eprintln!("warning: container {}: clean up after it: {e:#}", cfg.name);
+    }
     chan.send(&status)
 }
 
-/// Removes what the container leaves behind: its runtime dir always, its record and writable
-/// layer with `--rm`.
+/// Removes what the container leaves behind: its runtime dir always, its writable layer with
+/// `--rm` (its files belong to subordinate ids). The record itself is the owner's to remove once
+/// it has the exit: it may still be writing the container's state there.
 fn cleanup(cfg: &ContainerConfig) -> Result<()> {
     let _ = std::fs::remove_dir(&cfg.dirs.merged);
     remove_tree(&cfg.dirs.run)?;
     if cfg.remove {
-        if let Some(record) = cfg.dirs.upper.parent() {
-            remove_tree(record)?;
-        }
+        remove_tree(&cfg.dirs.upper)?;
+        remove_tree(&cfg.dirs.work)?;
     }
     Ok(())
 }
