@@ -168,3 +168,53 @@ fn network_commands_and_their_errors() {
     rl(&ctx, &["network", "rm", "one"]).assert_ok();
     assert_eq!(rl(&ctx, &["network", "ls", "-q"]).stdout, "");
 }
+
+#[test]
+fn running_containers_connect_and_disconnect() {
+    let Some(ctx) = Ctx::with_subids() else { return };
+    rl(&ctx, &["network", "create", "left"]).assert_ok();
+    rl(&ctx, &["network", "create", "right"]).assert_ok();
+    run_d(&ctx, &["--name", "srv", "--network", "left"], &["sh", "-c", &httpd("from-srv")]);
+    run_d(&ctx, &["--name", "cli", "--network", "right"], &["sleep", &ctx.marker]);
+    // Under dns.rl: a name that is not there is never forwarded upstream (no waiting for it).
+    let fetch = || rl(&ctx, &["exec", "cli", "wget", "-q", "-O", "-", "http://srv.dns.rl/"]);
+    assert_ne!(fetch().code(), Some(0), "not on the server's network yet");
+    // Connected while it runs: a second interface, the name resolves both ways, inspect shows it.
+    rl(&ctx, &["network", "connect", "--alias", "client", "left", "cli"]).assert_ok();
+    let addr = rl(&ctx, &["exec", "cli", "ip", "-o", "-4", "addr", "show", "eth1"]);
+    addr.assert_ok();
+    assert!(addr.stdout.contains("10.89."), "{addr}");
+    assert!(poll_until(|| fetch().stdout.contains("from-srv")), "{}", fetch());
+    let back = rl(&ctx, &["exec", "srv", "nslookup", "client"]);
+    assert!(back.code() == Some(0) && back.stdout.contains("10.89."), "the alias resolves on the network\n{back}");
+    let v: serde_json::Value = serde_json::from_str(&rl(&ctx, &["inspect", "cli"]).stdout).unwrap();
+    let nets = v[0]["NetworkSettings"]["Networks"].as_object().cloned().unwrap_or_default();
+    assert!(nets.contains_key("left") && nets.contains_key("right"), "{nets:?}");
+    rl(&ctx, &["network", "connect", "left", "cli"]).assert_error("already on network `left`");
+    // Disconnected: the interface is gone, the server unreachable again, the default route
+    // still there (it goes through `right`).
+    rl(&ctx, &["network", "disconnect", "left", "cli"]).assert_ok();
+    assert_ne!(rl(&ctx, &["exec", "cli", "ip", "link", "show", "eth1"]).code(), Some(0), "eth1 is gone");
+    assert_ne!(fetch().code(), Some(0), "off the server's network");
+    let routes = rl(&ctx, &["exec", "cli", "ip", "route"]);
+    assert!(routes.stdout.contains("default"), "{routes}");
+    // Taking the network of the default route moves it to another one.
+    rl(&ctx, &["network", "connect", "left", "cli"]).assert_ok();
+    rl(&ctx, &["network", "disconnect", "right", "cli"]).assert_ok();
+    let routes = rl(&ctx, &["exec", "cli", "ip", "route"]);
+    assert!(routes.stdout.contains("default via 10.89."), "{routes}");
+    assert!(poll_until(|| fetch().stdout.contains("from-srv")), "{}", fetch());
+    // The change outlives the run: the next start is on `left` only.
+    rl(&ctx, &["stop", "-t", "0", "cli"]).assert_ok();
+    rl(&ctx, &["start", "cli"]).assert_ok();
+    let addrs = rl(&ctx, &["exec", "cli", "ip", "-o", "-4", "addr"]);
+    assert!(addrs.stdout.contains("eth0") && !addrs.stdout.contains("eth1"), "{addrs}");
+    assert!(poll_until(|| fetch().stdout.contains("from-srv")), "{}", fetch());
+    rl(&ctx, &["rm", "-f", "cli"]).assert_ok();
+    // A running container with another network mode is refused, with the way to do it.
+    run_d(&ctx, &["--name", "solo", "--network", "slirp4netns"], &["sleep", &ctx.marker]);
+    let out = rl(&ctx, &["network", "connect", "left", "solo"]);
+    out.assert_error("network mode `slirp4netns`");
+    assert!(out.stderr.contains("hint:"), "{out}");
+    rl(&ctx, &["rm", "-f", "srv", "solo"]).assert_ok();
+}

@@ -142,12 +142,25 @@ fn network_settings(cfg: &ContainerConfig, st: &State) -> Value {
         "IPAddress": ip, "IPPrefixLen": net.prefix, "Gateway": gateway,
         "Aliases": cfg.network.aliases,
     });
+    // On user networks, one endpoint per network (as it is now: connect/disconnect change it).
+    let mut networks = serde_json::Map::new();
+    for n in &net.networks {
+        let gateway = n.gateway.map(|g| g.to_string()).unwrap_or_default();
+        let endpoint = json!({
+            "IPAddress": n.ip.to_string(), "IPPrefixLen": n.prefix, "Gateway": gateway,
+            "MacAddress": n.mac, "Aliases": cfg.network.aliases,
+        });
+        networks.insert(n.name.clone(), endpoint);
+    }
+    if networks.is_empty() {
+        networks.insert(mode.to_string(), endpoint);
+    }
     json!({
         "Ports": port_map(&net.ports),
         "IPAddress": ip,
         "IPPrefixLen": net.prefix,
         "Gateway": gateway,
-        "Networks": {mode: endpoint},
+        "Networks": networks,
     })
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -56,7 +56,7 @@ pub enum NetworkCommand {
         #[arg(short, long)]
         force: bool,
     },
-    /// Put a stopped container on a network too (from its next start).
+    /// Put a container on a network too (a running one on user networks at once).
     Connect {
         /// Another name for the container on this network.
         #[arg(long)]
@@ -64,7 +64,7 @@ pub enum NetworkCommand {
         network: String,
         container: String,
     },
-    /// Take a stopped container off a network.
+    /// Take a container off a network.
     Disconnect { network: String, container: String },
 }
 
@@ -167,7 +167,7 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: NetworkArgs) -
         NetworkCommand::Connect { alias, network, container } => {
             let def = store::find(&paths, &network)?;
             state::update_config(&paths, &container, |cfg| {
-                refuse_running(&paths, cfg, "connect")?;
+                let running = running_on_user_networks(&paths, cfg, "connect")?;
                 match &mut cfg.network.mode {
                     NetworkMode::Bridge(nets) if nets.contains(&def.name) => {
                         bail!("container `{}`: already on network `{}`", cfg.name, def.name)
@@ -178,6 +178,16 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: NetworkArgs) -
                     }
                     other => bail!("container `{}`: network mode `{}` cannot join a network", cfg.name, other.name()),
                 }
+                if let Some(mut st) = running {
+                    let conn = crate::network::netd::connect_running(&paths)?;
+                    let addr = conn
+                        .connect_running(&def, &cfg.id, alias.clone())
+                        .with_context(|| format!("network connect `{}`", cfg.name))?;
+                    let att = st.network.get_or_insert_with(Default::default);
+                    att.networks.push(addr);
+                    state::save(&paths, &cfg.id, &st)?;
+                    follow_resolver(&paths, cfg, &st)?;
+                }
                 cfg.network.aliases.extend(alias);
                 Ok(())
             })?;
@@ -185,31 +195,59 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: NetworkArgs) -
         NetworkCommand::Disconnect { network, container } => {
             let def = store::find(&paths, &network)?;
             state::update_config(&paths, &container, |cfg| {
-                refuse_running(&paths, cfg, "disconnect")?;
+                let running = running_on_user_networks(&paths, cfg, "disconnect")?;
                 match &mut cfg.network.mode {
                     NetworkMode::Bridge(nets) if nets.contains(&def.name) => {
                         nets.retain(|n| *n != def.name);
                         if nets.is_empty() {
                             cfg.network.mode = NetworkMode::None;
                         }
-                        Ok(())
                     }
                     _ => bail!("container `{}`: not on network `{}`", cfg.name, def.name),
                 }
+                if let Some(mut st) = running {
+                    let conn = crate::network::netd::connect_running(&paths)?;
+                    conn.disconnect_running(&def.name, &cfg.id)
+                        .with_context(|| format!("network disconnect `{}`", cfg.name))?;
+                    if let Some(att) = st.network.as_mut() {
+                        att.networks.retain(|n| n.name != def.name);
+                    }
+                    state::save(&paths, &cfg.id, &st)?;
+                    follow_resolver(&paths, cfg, &st)?;
+                }
+                Ok(())
             })?;
         }
     }
     Ok(0)
 }
 
-/// Networks change at a container's start: a running one is refused, saying so.
-fn refuse_running(paths: &Paths, cfg: &ContainerConfig, verb: &str) -> Result<()> {
-    let running = state::load(paths, &cfg.id).map(|s| s.running()).unwrap_or(false);
-    if running {
+/// A running container's resolver is its first network's DNS responder: after a change of its
+/// networks, its /etc/resolv.conf names the gateway of the first one it is still on.
+fn follow_resolver(paths: &Paths, cfg: &ContainerConfig, st: &state::State) -> Result<()> {
+    let first = st.network.as_ref().and_then(|a| a.networks.first());
+    let resolver = first.map(|n| store::find(paths, &n.name)).transpose()?.map(|d| d.gateway);
+    crate::network::wiring::write_user_net_resolv_conf(&cfg.dirs.run, &cfg.network, resolver)
+}
+
+/// A running container's state, if it runs; connecting or disconnecting a running container
+/// works on user networks only (its network namespace is in the network daemon's), as with
+/// Podman: other modes are refused, saying so.
+fn running_on_user_networks(paths: &Paths, cfg: &ContainerConfig, verb: &str) -> Result<Option<state::State>> {
+    let st = match state::load(paths, &cfg.id) {
+        Ok(st) if st.running() => st,
+        _ => return Ok(None),
+    };
+    let on_user_nets = st.network.as_ref().is_some_and(|a| !a.networks.is_empty());
+    if !on_user_nets {
         return Err(crate::hint::with_fix(
-            format!("network {verb} `{}`: the container is running (rl changes networks at a start)", cfg.name),
+            format!(
+                "network {verb} `{}`: the container runs with network mode `{}`; only a container started on a user network can change networks while it runs",
+                cfg.name,
+                cfg.network.mode.name()
+            ),
             format!("`rl stop {0}`, then {verb}, then `rl start {0}`", cfg.name),
         ));
     }
-    Ok(())
+    Ok(Some(st))
 }

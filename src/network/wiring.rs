@@ -386,21 +386,30 @@ fn write_user_net_etc(run_dir: &std::path::Path, n: &UserNets, ip: std::net::Ipv
         })
         .collect();
     let hosts = super::etc::hosts(&n.hostname, &names, Some(ip.into()), &extra);
+    let p = run_dir.join("hosts");
+    std::fs::write(&p, hosts).with_context(|| format!("write `{}`", p.display()))?;
+    write_user_net_resolv_conf(run_dir, &n.net, n.defs.first().map(|d| d.gateway))
+}
+
+/// The /etc/resolv.conf of a container on user networks, written in place: `resolver` (a
+/// network's DNS responder, its gateway) unless the user chose servers.
+pub fn write_user_net_resolv_conf(
+    run_dir: &std::path::Path,
+    net: &super::NetworkConfig,
+    resolver: Option<std::net::Ipv4Addr>,
+) -> Result<()> {
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let mut dns = n.net.dns.clone();
+    let mut dns = net.dns.clone();
     if dns.servers.is_empty() {
-        dns.servers = n.defs.first().map(|d| vec![d.gateway.into()]).unwrap_or_default();
+        dns.servers = resolver.map(|r| vec![r.into()]).unwrap_or_default();
     }
     let mut resolv = super::etc::resolv_conf(&host_resolv, &dns, None);
-    if n.net.dns.search.is_empty() {
+    if net.dns.search.is_empty() {
         resolv = match resolv.strip_prefix("search ") {
             Some(rest) => format!("search dns.rl {rest}"),
             None => format!("search dns.rl\n{resolv}"),
         };
     }
-    for (name, text) in [("hosts", hosts), ("resolv.conf", resolv)] {
-        let p = run_dir.join(name);
-        std::fs::write(&p, text).with_context(|| format!("write `{}`", p.display()))?;
-    }
-    Ok(())
+    let p = run_dir.join("resolv.conf");
+    std::fs::write(&p, resolv).with_context(|| format!("write `{}`", p.display()))
 }
