@@ -134,5 +134,5 @@ fn setup_and_exec(job: &ExecJob, chan: &Channel, seccomp: Option<&BpfProgram>) -
     let envp: Vec<CString> = env.iter().map(|e| init::cstring(e)).collect::<Result<_>>()?;
     let arg0 = job.process.args.first().context("exec: no command")?;
     let program = init::find_program(arg0, &env)?;
-    init::exec(&program, &argv, &envp, seccomp)
+    init::exec(&program, &argv, &envp, seccomp, None)
 }

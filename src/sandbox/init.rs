@@ -80,15 +80,10 @@ fn setup_and_exec(
     let argv: Vec<CString> = cfg.process.args.iter().map(|a| cstring(a)).collect::<Result<_>>()?;
     let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
     let program = find_program(&cfg.process.args[0], &env)?;
-    // The payload may use the network from its first instruction: wait for the helpers the
-    // parent started on it (they got ready while this process set the container up).
-    if cfg.network.has_helpers() {
-        match chan.recv()? {
-            Some(Msg::NetworkReady) => {}
-            Some(Msg::Failed { message, .. }) => return Err(anyhow!(message)),
-            other => return Err(anyhow!("waiting for the network: unexpected {other:?}")),
-        }
-    }
+    // The payload may use the network from its first instruction: right before the exec, it
+    // waits for the helpers the parent started on it (they got ready while this process set
+    // the container up).
+    let network = cfg.network.has_helpers().then_some(chan);
 
     if cfg.process.init {
         // SIGCHLD and the forwarded signals wait for the signalfd; the child unblocks them.
@@ -100,7 +95,7 @@ fn setup_and_exec(
         sys::install_noop_handlers(&FORWARDED).context("install init signal handlers")?;
         mask.thread_block().context("block signals")?;
         return match sys::fork().context("fork the command")? {
-            ForkResult::Child => exec(&program, &argv, &envp, seccomp),
+            ForkResult::Child => exec(&program, &argv, &envp, seccomp, network),
             ForkResult::Parent { child } => {
                 // The init stays rl for the container's life: it keeps no fd but stdio (not the
                 // sync socket, the report pipe or anything rl inherited), and is not dumpable, so
@@ -112,7 +107,7 @@ fn setup_and_exec(
             }
         };
     }
-    exec(&program, &argv, &envp, seccomp)
+    exec(&program, &argv, &envp, seccomp, network)
 }
 
 /// Starts a new session (no signal from the user's terminal reaches the payload but through
@@ -208,18 +203,27 @@ pub(super) fn find_program(arg0: &str, env: &[String]) -> Result<CString> {
     Err(not_found(format!("exec `{arg0}`: executable file not found in $PATH")).into())
 }
 
-/// Installs seccomp, marks every fd but stdio close-on-exec and execs: the last step of every
+/// Installs seccomp, waits for the network's helpers on `network` (the sync socket) if they
+/// are not known ready, marks every fd but stdio close-on-exec and execs: the last step of every
 /// payload process. An exec failure is 127 (not found) or 126 (not executable), as in a shell.
 pub(super) fn exec(
     program: &CString,
     argv: &[CString],
     envp: &[CString],
     seccomp: Option<&seccompiler::BpfProgram>,
+    network: Option<&Channel>,
 ) -> Result<Infallible> {
     sys::reset_signal_dispositions();
     SigSet::empty().thread_set_mask().context("unblock signals")?;
     if let Some(prog) = seccomp {
         super::seccomp::install(prog)?;
+    }
+    if let Some(chan) = network {
+        match chan.recv()? {
+            Some(Msg::NetworkReady) => {}
+            Some(Msg::Failed { message, .. }) => return Err(anyhow!(message)),
+            other => return Err(anyhow!("waiting for the network: unexpected {other:?}")),
+        }
     }
     sys::cloexec_from(3).context("close inherited file descriptors")?;
     let e = unistd::execve(program, argv, envp).unwrap_err();
