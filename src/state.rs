@@ -63,7 +63,7 @@ impl State {
     /// Whether the recorded watcher process is alive (the same process, not a recycled pid).
     pub fn watcher_alive(&self) -> bool {
         match (self.monitor_pid, self.monitor_start) {
-            (Some(pid), Some(start)) => proc_stat(pid).is_some_and(|(state, t)| state != 'Z' && t == start),
+            (Some(pid), Some(start)) => runs(pid, start),
             _ => false,
         }
     }
@@ -72,6 +72,11 @@ impl State {
 /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
 pub fn start_time(pid: i32) -> Option<u64> {
     proc_stat(pid).map(|(_, t)| t)
+}
+
+/// Whether process `pid`, started at `start`, still runs (not a zombie).
+pub fn runs(pid: i32, start: u64) -> bool {
+    proc_stat(pid).is_some_and(|(state, t)| state != 'Z' && t == start)
 }
 
 /// The state letter (`R`, `S`, `Z`, …) and start time of process `pid`.

@@ -140,6 +140,10 @@ pub fn main() -> i32 {
     if args.get(1).is_some_and(|a| a == "__netd") {
         return crate::network::netd::main(&args[2..]);
     }
+    // The holder of the user's shared user namespace.
+    if args.get(1).is_some_and(|a| a == "__pause") {
+        return crate::userns::pause::main(&args[2..]);
+    }
     // A container's port forwarder.
     if args.get(1).is_some_and(|a| a == "__forward") {
         return crate::network::proxy::main(&args[2..]);

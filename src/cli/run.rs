@@ -518,7 +518,6 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
         prepare_dirs(cfg)
     })?;
     let running = parent::wait_started(stage)?;
-    crate::userns::share::record(&paths.runroot, running.pid.as_raw());
     let mut st = state::load(paths, &cfg.id)?;
     st.status = Status::Running;
     st.pid = Some(running.pid.as_raw());

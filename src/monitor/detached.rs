@@ -205,7 +205,6 @@ fn run_once(
     let stage = Stage1::spawn(&cfg.idmap, Job::Launch(Box::new(cfg.clone())), how, || Ok(()))?;
     // The network helpers end with `net`, when this start ends.
     let parent::Running { stage, pid, pty, adopted, net } = parent::wait_started(stage)?;
-    crate::userns::share::record(&paths.runroot, pid.as_raw());
     // Stage 1 handed the init over (the kernel overlay) and is exiting, or stays to wait for it
     // (fuse-overlayfs) and reports the exit.
     let waiter = match adopted {

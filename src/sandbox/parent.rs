@@ -166,8 +166,14 @@ impl Stage1 {
             Some(fd) => Some(fd.try_clone_to_owned().context("dup the peer's user namespace")?.into()),
             None => None,
         };
+        let share_root = match peer_userns {
+            None => how.share_userns.take(),
+            Some(_) => None,
+        };
         let shared: Option<File> =
-            peer_userns.or_else(|| how.share_userns.take().and_then(|r| crate::userns::share::find(&r, plan)));
+            peer_userns.or_else(|| share_root.as_ref().and_then(|r| crate::userns::share::find(r, plan)));
+        // A new user namespace for a container: kept for the next starts to share.
+        let mut pin = None;
         let mut wiring = None;
         let mut stage = Self::launch(job, how, |_| {
             let join = shared.as_ref().map(|f| f.as_fd());
@@ -176,6 +182,9 @@ impl Stage1 {
             let sys::NsHolder { pid, release, .. } = holder;
             let hold = Hold { pid, release: Some(release) };
             let mut fds = fds?;
+            if shared.is_none() && share_root.is_some() {
+                pin = fds[0].try_clone().ok();
+            }
             if let Some(net) = net {
                 match net.peer_netns()? {
                     Some(peer) => fds.push(peer),
@@ -191,6 +200,9 @@ impl Stage1 {
             Ok(fds)
         })?;
         stage.net = wiring.filter(Wiring::has_helpers).map(Box::new);
+        if let (Some(ns), Some(root)) = (pin, &share_root) {
+            crate::userns::pause::pin(root, ns);
+        }
         Ok(stage)
     }
 

@@ -4,6 +4,7 @@
 //! user namespace and waits for the maps before it does anything else.
 
 pub mod map;
+pub mod pause;
 pub mod share;
 pub mod subid;
 

@@ -5,11 +5,12 @@
 //! mount, pid, network, uts, ipc and cgroup namespaces; what they share is only the user
 //! namespace, whose ids map to the same host ids either way.
 //!
-//! The latest started container's PID 1 is recorded in the run root (`userns`: pid and start
-//! time). A start reads it, opens that process's user namespace, and uses it only if the
-//! process is still the one recorded and its maps are exactly the ones planned — so a
-//! container with other maps (`--userns keep-id`) never lands in it, and a namespace not of
-//! this user's making cannot match (newuidmap only maps a user's own subordinate ids).
+//! The namespace is held by a pause process ([`super::pause`]), recorded in the run root
+//! (`userns`: pid and start time). A start reads it, opens that process's user namespace, and
+//! uses it only if the process is still the one recorded and its maps are exactly the ones
+//! planned — so a container with other maps (`--userns keep-id`) never lands in it, and a
+//! namespace not of this user's making cannot match (newuidmap only maps a user's own
+//! subordinate ids).
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -20,19 +21,34 @@ use crate::state::start_time;
 
 const RECORD: &str = "userns";
 
-/// Records the PID 1 of a container that just started as the one to share with.
-pub fn record(runroot: &Path, pid: i32) {
-    let Some(start) = start_time(pid) else { return };
-    let _ = crate::store::lock::write_replace(&runroot.join(RECORD), format!("{pid} {start}\n").as_bytes(), false);
+/// Writes the record into the run root `dir`: the process `pid` (started at `start`) holds the
+/// user namespace to share ([`super::pause`]).
+pub fn write_record(dir: &Path, pid: i32, start: u64) -> anyhow::Result<()> {
+    crate::store::lock::write_replace(&dir.join(RECORD), format!("{pid} {start}\n").as_bytes(), false)
 }
 
-/// The user namespace to join for `plan`, if a recorded container still runs with those maps.
-pub fn find(runroot: &Path, plan: &MapPlan) -> Option<File> {
+/// The pid of the recorded pause process, if it still runs.
+pub fn recorded(runroot: &Path) -> Option<i32> {
+    let (pid, start) = read_record(runroot)?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (crate::state::runs(pid, start) && comm.trim_end() == super::pause::NAME).then_some(pid)
+}
+
+fn read_record(runroot: &Path) -> Option<(i32, u64)> {
     let text = std::fs::read_to_string(runroot.join(RECORD)).ok()?;
     let mut words = text.split_whitespace();
-    let pid: i32 = words.next()?.parse().ok()?;
-    let start: u64 = words.next()?.parse().ok()?;
-    of_process(pid, start, plan)
+    Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+}
+
+/// The user namespace to join for `plan`, if the recorded pause process still holds one with
+/// those maps; it is touched, so it stays.
+pub fn find(runroot: &Path, plan: &MapPlan) -> Option<File> {
+    let (pid, start) = read_record(runroot)?;
+    let ns = of_process(pid, start, plan)?;
+    if recorded(runroot) == Some(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGUSR1);
+    }
+    Some(ns)
 }
 
 /// The user namespace of the running process `pid` (a container's PID 1), if its maps are
@@ -47,8 +63,9 @@ fn of_process(pid: i32, start: u64, plan: &MapPlan) -> Option<File> {
     let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).ok()?;
     let gid_map = std::fs::read_to_string(format!("/proc/{pid}/gid_map")).ok()?;
     // Read after the namespace was opened: the same start time proves the pid was not reused
-    // in between, so the namespace and the maps are that process's.
-    if start_time(pid) != Some(start) || !same_maps(&uid_map, &plan.uid) || !same_maps(&gid_map, &plan.gid) {
+    // in between, so the namespace and the maps are that process's. (A zombie still holds its
+    // namespace, but not for long.)
+    if !crate::state::runs(pid, start) || !same_maps(&uid_map, &plan.uid) || !same_maps(&gid_map, &plan.gid) {
         return None;
     }
     let ours = std::fs::metadata("/proc/self/ns/user").ok()?;

@@ -317,6 +317,16 @@ impl Ctx {
             .collect()
     }
 
+    /// The pause process holding the user namespace this run root's containers share, if it
+    /// runs (recorded in `RUNROOT/userns` as pid and start time).
+    pub fn pause_pid(&self) -> Option<i32> {
+        let text = fs::read_to_string(self.runroot.join("userns")).ok()?;
+        let pid: i32 = text.split_whitespace().next()?.parse().ok()?;
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let live = process(pid).is_some_and(|p| p.state != 'Z');
+        (comm.trim_end() == "rl-pause" && live).then_some(pid)
+    }
+
     /// Mounts visible to the test that lie in its temp dir.
     pub fn leftover_mounts(&self) -> Vec<String> {
         let dir = self.dir.to_string_lossy().into_owned();
@@ -336,6 +346,10 @@ impl Drop for Ctx {
         // container down with it.
         for p in self.leftover_processes().iter().filter(|p| p.argv.first().is_some_and(|a| a.contains("rl-monitor"))) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        // The run root's pause process would outlive the test by minutes.
+        if let Some(pid) = self.pause_pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
         }
         if fs::remove_dir_all(&self.dir).is_err() {
             make_writable(&self.dir);
