@@ -228,7 +228,9 @@ mod tests {
         assert!(find(&paths, "zz").is_err());
         assert_eq!(a.bridge().len(), 12);
         remove(&paths, "a").unwrap();
-        assert!(find(&paths, "a").is_err());
+        // (`find("a")` may still match: "a" is also a prefix of a hex id.)
+        assert_eq!(list(&paths).unwrap().iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert!(find(&paths, "zz-gone").is_err());
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
