@@ -203,6 +203,11 @@ pub fn prepare(paths: &Paths, cfg: &ContainerConfig) -> Result<Prepared> {
         _ => None,
     };
     let root_mapped = cfg.idmap.uid_mapped(0) && cfg.idmap.gid_mapped(0);
+    // The helpers keep their logs and sockets in the container's runtime dir, and may start
+    // before the rest of it is written.
+    if !bound.is_empty() || matches!(net.mode, NetworkMode::Slirp4netns(_) | NetworkMode::Pasta(_)) {
+        crate::store::layout::private_dir(&cfg.dirs.run)?;
+    }
     Ok(Prepared { mode: net.mode.clone(), bound, helper_ports, peer, netd, run_dir: cfg.dirs.run.clone(), root_mapped })
 }
 

@@ -178,7 +178,13 @@ impl Stage1 {
         let mut stage = Self::launch(job, how, |_| {
             let join = shared.as_ref().map(|f| f.as_fd());
             let holder = sys::fork_ns_holder(flags, join).context("fork the namespace holder")?.map_err(refused)?;
-            let fds = Self::map_and_open(plan, meanwhile, &holder, &ns, shared.is_some());
+            // In a shared user namespace no id-map helper runs for `meanwhile` to overlap: the
+            // network helpers, the slowest to get ready, start first and overlap it instead.
+            let (now, later) = match shared.is_some() {
+                true => (None, Some(meanwhile)),
+                false => (Some(meanwhile), None),
+            };
+            let fds = Self::map_and_open(plan, || now.map_or(Ok(()), |f| f()), &holder, &ns, shared.is_some());
             let sys::NsHolder { pid, release, .. } = holder;
             let hold = Hold { pid, release: Some(release) };
             let mut fds = fds?;
@@ -196,6 +202,9 @@ impl Stage1 {
                     }
                     None => {}
                 }
+            }
+            if let Some(f) = later {
+                f()?;
             }
             Ok(fds)
         })?;
