@@ -45,6 +45,13 @@ as_user() {
   fi
 }
 
+# podman_cmd DIR: podman with its store under DIR, runc and cgroupfs (crun 1.8 refuses this
+# host's hybrid cgroups), as the container benchmarks run it.
+podman_cmd() {
+  echo "podman --root $1/podman --runroot $1/podman-run --runtime runc --cgroup-manager cgroupfs" \
+    "--events-backend file --storage-driver overlay"
+}
+
 # median_ms JSON N: the median of hyperfine's result N, in milliseconds.
 median_ms() {
   jq -r ".results[$2].median * 1000 | . * 100 | round / 100" "$1"
@@ -173,8 +180,8 @@ bench_detached() {
   install -d -m 0755 "$s"
   [ "$(id -u)" = 0 ] && chown "$OWNER" "$s"
   local rl="$RL --root $s/rl"
-  local podman="podman --root $s/podman --runroot $s/podman-run --runtime runc --cgroup-manager cgroupfs"
-  podman+=" --events-backend file --storage-driver overlay"
+  local podman
+  podman=$(podman_cmd "$s")
   # Both without a network: the monitor and the start are measured, not a network helper (`net`).
   local ten_rl="for i in 0 1 2 3 4 5 6 7 8 9; do $rl run -d --network none --rootfs $WORK/busybox sleep 3600 >/dev/null; done"
   local ten_podman="for i in 0 1 2 3 4 5 6 7 8 9; do $podman run -d --network none --rootfs $WORK/busybox"
@@ -267,8 +274,8 @@ bench_net() {
   install -d -m 0755 "$s"
   [ "$(id -u)" = 0 ] && chown "$OWNER" "$s"
   local rl="$RL --root $s/rl"
-  local podman="podman --root $s/podman --runroot $s/podman-run --runtime runc --cgroup-manager cgroupfs"
-  podman+=" --events-backend file --storage-driver overlay"
+  local podman
+  podman=$(podman_cmd "$s")
   local bw_cmd="bwrap --unshare-all --bind $WORK/busybox / --proc /proc --dev /dev true"
   as_user hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$out/net-start.json" \
     -n rl-slirp4netns "$rl run --rm --rootfs $WORK/busybox true" \

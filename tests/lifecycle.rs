@@ -25,15 +25,8 @@ fn run_d(ctx: &Ctx, opts: &[&str], cmd: &[&str]) -> String {
     id
 }
 
-fn inspect(ctx: &Ctx, name: &str) -> serde_json::Value {
-    let out = rl(ctx, &["inspect", name]);
-    out.assert_ok();
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect prints JSON");
-    v[0].clone()
-}
-
 fn state_of(ctx: &Ctx, name: &str) -> String {
-    inspect(ctx, name)["State"]["Status"].as_str().unwrap_or_default().to_string()
+    ctx.inspect(name)["State"]["Status"].as_str().unwrap_or_default().to_string()
 }
 
 #[test]
@@ -44,7 +37,7 @@ fn detached_run_ps_logs_stop_and_wait() {
     let ps = rl(&ctx, &["ps", "--format", "{{.ID}} {{.Names}} {{.State}}"]);
     ps.assert_ok();
     assert_eq!(ps.stdout_trim(), format!("{} web running", &id[..12]), "{ps}");
-    let pid = inspect(&ctx, "web")["State"]["Pid"].as_i64().unwrap_or(0) as i32;
+    let pid = ctx.inspect("web")["State"]["Pid"].as_i64().unwrap_or(0) as i32;
     assert!(
         process(pid).is_some_and(|p| p.argv.first().is_some_and(|a| a.contains("sleep"))),
         "PID is the container's"
@@ -79,7 +72,7 @@ fn exit_codes_come_through_wait_and_rm_refuses_a_running_one() {
     run_d(&ctx, &["--name", "seven"], &["sh", "-c", "exit 7"]);
     let wait = rl(&ctx, &["wait", "seven"]);
     assert_eq!(wait.stdout_trim(), "7", "{wait}");
-    assert_eq!(inspect(&ctx, "seven")["State"]["ExitCode"], 7);
+    assert_eq!(ctx.inspect("seven")["State"]["ExitCode"], 7);
 
     run_d(&ctx, &["--name", "busy"], &["sleep", &ctx.marker]);
     rl(&ctx, &["rm", "busy"]).assert_error("cannot remove a running container");
@@ -121,14 +114,14 @@ fn on_failure_restarts_exactly_as_often_as_asked() {
     run_d(&ctx, &["--name", "r", "--restart", "on-failure:2"], &["sh", "-c", "echo attempt; exit 3"]);
     let wait = rl(&ctx, &["wait", "r"]);
     assert_eq!(wait.stdout_trim(), "3");
-    let info = inspect(&ctx, "r");
+    let info = ctx.inspect("r");
     assert_eq!(info["RestartCount"], 2, "{info}");
     assert_eq!(info["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
     assert_eq!(rl(&ctx, &["logs", "r"]).stdout, "attempt\nattempt\nattempt\n", "one run and two restarts");
     // A clean exit is not a failure.
     run_d(&ctx, &["--name", "ok", "--restart", "on-failure"], &["true"]);
     rl(&ctx, &["wait", "ok"]).assert_ok();
-    assert_eq!(inspect(&ctx, "ok")["RestartCount"], 0);
+    assert_eq!(ctx.inspect("ok")["RestartCount"], 0);
     rl(&ctx, &["run", "--rm", "--restart", "always", "--rootfs", &ctx.rootfs.to_string_lossy(), "true"])
         .assert_error("--rm");
 }
@@ -159,14 +152,14 @@ fn log_rotation_bounds_disk_use() {
 fn a_killed_monitor_is_noticed_and_takes_the_container_down() {
     let Some(ctx) = Ctx::with_subids() else { return };
     run_d(&ctx, &["--name", "m"], &["sleep", &ctx.marker]);
-    let info = inspect(&ctx, "m");
+    let info = ctx.inspect("m");
     let monitor = info["State"]["MonitorPid"].as_i64().unwrap_or(0) as i32;
     let pid = info["State"]["Pid"].as_i64().unwrap_or(0) as i32;
     assert!(monitor > 0 && process(monitor).is_some(), "{info}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), nix::sys::signal::Signal::SIGKILL).unwrap();
     assert!(poll_until(|| process(pid).is_none_or(|p| p.state == 'Z')), "the container dies with its monitor");
     assert!(poll_until(|| ctx.leftover_processes().is_empty()), "{:?}", ctx.leftover_processes());
-    let after = inspect(&ctx, "m");
+    let after = ctx.inspect("m");
     assert_eq!(after["State"]["Status"], "exited", "{after}");
     assert!(after["State"]["Error"].as_str().unwrap_or("").contains("monitor"), "{after}");
     let ps = rl(&ctx, &["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
@@ -181,7 +174,7 @@ fn after_a_wiped_runtime_dir_start_runs_it_again() {
     run_d(&ctx, &["--name", "boot", "-v", &vol], &["sh", "-c", "echo run >> /ctl/runs; exec sleep 1000"]);
     assert!(poll_until(|| std::fs::read_to_string(ctl.join("runs")).is_ok_and(|s| s == "run\n")));
     // A reboot: every process gone and the run root (a tmpfs) empty.
-    let info = inspect(&ctx, "boot");
+    let info = ctx.inspect("boot");
     let pid = info["State"]["Pid"].as_i64().unwrap_or(0) as i32;
     // The container's parent: rl's stage 1, which cleans up after it.
     let stage1 = process(pid).map(|p| p.ppid).unwrap_or(0);
@@ -300,7 +293,7 @@ fn healthcheck_turns_unhealthy_and_back() {
     let opts =
         ["--name", "h", "--health-cmd", "test -e /tmp/ok", "--health-interval", "100ms", "--health-retries", "2"];
     run_d(&ctx, &opts, &["sh", "-c", "touch /tmp/ok; exec sleep 1000"]);
-    let health = |ctx: &Ctx| inspect(ctx, "h")["State"]["Health"].clone();
+    let health = |ctx: &Ctx| ctx.inspect("h")["State"]["Health"].clone();
     assert!(poll_until(|| health(&ctx)["Status"] == "healthy"), "{}", health(&ctx));
     let ps = rl(&ctx, &["ps", "--format", "{{.Status}}"]);
     assert!(ps.stdout.contains("(healthy)"), "{ps}");
@@ -367,7 +360,7 @@ fn a_detached_container_costs_one_rl_process() {
     let Some(ctx) = Ctx::with_subids() else { return };
     // No network helper: this counts rl's own processes (slirp4netns would be a second child).
     run_d(&ctx, &["--name", "one", "--overlay", "kernel", "--network", "none"], &["sleep", &ctx.marker]);
-    let info = inspect(&ctx, "one");
+    let info = ctx.inspect("one");
     let monitor = info["State"]["MonitorPid"].as_i64().unwrap_or(0) as i32;
     let pid = info["State"]["Pid"].as_i64().unwrap_or(0) as i32;
     // The monitor is the PID 1's parent, and nothing of rl stands between or beside them.
@@ -387,7 +380,7 @@ fn a_detached_rm_container_leaves_nothing_once_it_ends() {
     // Its writable layer holds a file of a subordinate id, which only the user namespace can delete.
     let script = format!("echo x > /made-here && chown 1000:1000 /made-here && exec sleep {}", ctx.marker);
     let id = run_d(&ctx, &["--rm", "--name", "gone"], &["sh", "-c", &script]);
-    let monitor = inspect(&ctx, "gone")["State"]["MonitorPid"].as_i64().unwrap_or(0) as i32;
+    let monitor = ctx.inspect("gone")["State"]["MonitorPid"].as_i64().unwrap_or(0) as i32;
     assert!(monitor > 0);
     rl(&ctx, &["kill", "gone"]).assert_ok();
     assert!(poll_until(|| process(monitor).is_none_or(|p| p.state == 'Z')), "the monitor ends");
@@ -435,7 +428,7 @@ fn ns_of(pid: i32, kind: &str) -> String {
 }
 
 fn pid_of(ctx: &Ctx, name: &str) -> i32 {
-    inspect(ctx, name)["State"]["Pid"].as_i64().unwrap_or(0) as i32
+    ctx.inspect(name)["State"]["Pid"].as_i64().unwrap_or(0) as i32
 }
 
 #[test]

@@ -19,19 +19,8 @@ fn rl(ctx: &Ctx, args: &[&str]) -> Out {
     ctx.rl_out(args, None)
 }
 
-fn run_d(ctx: &Ctx, opts: &[&str], cmd: &[&str]) -> String {
-    ctx.run_d(opts, cmd)
-}
-
-fn inspect(ctx: &Ctx, name: &str) -> serde_json::Value {
-    let out = rl(ctx, &["inspect", name]);
-    out.assert_ok();
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect prints JSON");
-    v[0].clone()
-}
-
 fn pid_of(ctx: &Ctx, name: &str) -> i32 {
-    inspect(ctx, name)["State"]["Pid"].as_i64().unwrap_or(0) as i32
+    ctx.inspect(name)["State"]["Pid"].as_i64().unwrap_or(0) as i32
 }
 
 /// A script that serves `marker` as /index.html with busybox httpd on port 80, in the foreground.
@@ -109,7 +98,7 @@ fn kinds(helpers: &[Helper]) -> Vec<&'static str> {
 
 /// The helpers of a detached container, under its monitor.
 fn helpers_of(ctx: &Ctx, name: &str) -> Vec<Helper> {
-    helpers_under(inspect(ctx, name)["State"]["MonitorPid"].as_i64().unwrap_or(0) as i32)
+    helpers_under(ctx.inspect(name)["State"]["MonitorPid"].as_i64().unwrap_or(0) as i32)
 }
 
 fn still_running(helpers: &[Helper]) -> Vec<&Helper> {
@@ -177,7 +166,7 @@ fn published_port_serves_from_the_container_and_is_released_by_rm() {
     let Some(ctx) = Ctx::with_subids() else { return };
     let port = free_port();
     let publish = format!("127.0.0.1:{port}:80");
-    let id = run_d(&ctx, &["--name", "web", "-p", &publish], &["sh", "-c", &httpd(&ctx.marker)]);
+    let id = ctx.run_d(&["--name", "web", "-p", &publish], &["sh", "-c", &httpd(&ctx.marker)]);
     assert!(poll_until(|| serves(port, &ctx.marker)), "the host gets the page: {:?}", http_get(port));
     // The same page inside, from the container's own side of the network.
     let inside = rl(&ctx, &["exec", "web", "wget", "-q", "-O", "-", "http://10.0.2.100:80/"]);
@@ -192,7 +181,7 @@ fn published_port_serves_from_the_container_and_is_released_by_rm() {
     rl(&ctx, &["port", "web", "81/tcp"]).assert_error("81/tcp");
     let ps = rl(&ctx, &["ps", "--format", "{{.Names}} {{.Ports}}"]);
     assert_eq!(ps.assert_ok().stdout_trim(), format!("web 127.0.0.1:{port}->80/tcp"), "{ps}");
-    let info = inspect(&ctx, "web");
+    let info = ctx.inspect("web");
     assert_eq!(info["HostConfig"]["NetworkMode"], "slirp4netns", "{info}");
     assert_eq!(info["NetworkSettings"]["IPAddress"], "10.0.2.100", "{info}");
     let want = serde_json::json!({"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": port.to_string()}]});
@@ -212,7 +201,7 @@ fn published_port_serves_from_the_container_and_is_released_by_rm() {
 #[test]
 fn a_container_port_alone_gets_a_free_host_port_and_stop_releases_it() {
     let Some(ctx) = Ctx::with_subids() else { return };
-    run_d(&ctx, &["--name", "rnd", "-p", "80"], &["sh", "-c", &httpd(&ctx.marker)]);
+    ctx.run_d(&["--name", "rnd", "-p", "80"], &["sh", "-c", &httpd(&ctx.marker)]);
     let out = rl(&ctx, &["port", "rnd", "80/tcp"]);
     let host = out.assert_ok().stdout_trim().to_string();
     let (ip, port) = host.rsplit_once(':').unwrap_or_else(|| panic!("HOST:PORT\n{out}"));
@@ -237,7 +226,7 @@ fn udp_datagrams_reach_the_container_and_the_answer_comes_back() {
     let Some(ctx) = Ctx::with_subids() else { return };
     let port = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("bind UDP").port();
     let publish = format!("127.0.0.1:{port}:7000/udp");
-    run_d(&ctx, &["--name", "udp", "-p", &publish], &["sleep", &ctx.marker]);
+    ctx.run_d(&["--name", "udp", "-p", &publish], &["sleep", &ctx.marker]);
     let port_out = rl(&ctx, &["port", "udp", "7000/udp"]);
     assert_eq!(port_out.assert_ok().stdout_trim(), format!("127.0.0.1:{port}"), "{port_out}");
     let _echo = UdpEcho::start(pid_of(&ctx, "udp"), 7000);
@@ -282,7 +271,7 @@ fn publish_all_publishes_the_ports_the_image_exposes() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("one line `80/tcp -> 0.0.0.0:PORT`\n{out}"));
     assert!(poll_until(|| serves(port, &ctx.marker)), "the exposed port serves: {:?}", http_get(port));
-    let info = inspect(&ctx, "all");
+    let info = ctx.inspect("all");
     assert_eq!(info["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"], port.to_string(), "{info}");
     rl(&ctx, &["rm", "-f", "all"]).assert_ok();
     assert!(poll_until(|| port_is_free(port)), "the host port is free again");
@@ -294,7 +283,7 @@ fn slirp4netns_own_port_handler_publishes_a_port() {
     let Some(ctx) = Ctx::with_subids() else { return };
     let port = free_port();
     let (net, publish) = ("slirp4netns:port_handler=slirp4netns", format!("127.0.0.1:{port}:80"));
-    run_d(&ctx, &["--name", "sp", "--network", net, "-p", &publish], &["sh", "-c", &httpd(&ctx.marker)]);
+    ctx.run_d(&["--name", "sp", "--network", net, "-p", &publish], &["sh", "-c", &httpd(&ctx.marker)]);
     assert!(poll_until(|| serves(port, &ctx.marker)), "slirp4netns forwards the port: {:?}", http_get(port));
     assert_eq!(kinds(&helpers_of(&ctx, "sp")), ["slirp4netns"], "no forwarder of rl's");
     rl(&ctx, &["rm", "-f", "sp"]).assert_ok();
@@ -393,7 +382,7 @@ fn network_none_has_only_loopback_and_the_default_has_tap0_with_a_route() {
     assert_ne!(lines[0], own_ns, "a network namespace of its own\n{none}");
     assert_eq!(lines[1].trim(), "lo", "only loopback\n{none}");
     assert!(lines[2].contains("127.0.0.1/8") && lines.len() == 3, "no route, no other address\n{none}");
-    assert_eq!(inspect(&ctx, "none")["HostConfig"]["NetworkMode"], "none");
+    assert_eq!(ctx.inspect("none")["HostConfig"]["NetworkMode"], "none");
 
     let slirp = ctx.run(&["--name", "slirp"], &["sh", "-c", script]);
     let lines: Vec<&str> = slirp.assert_ok().stdout.lines().collect();
@@ -401,7 +390,7 @@ fn network_none_has_only_loopback_and_the_default_has_tap0_with_a_route() {
     assert_eq!(lines[1].trim(), "lo tap0", "{slirp}");
     assert!(slirp.stdout.contains("tap0    inet 10.0.2.100/24"), "{slirp}");
     assert!(lines.iter().any(|l| l.starts_with("default via 10.0.2.2 dev tap0")), "{slirp}");
-    assert_eq!(inspect(&ctx, "slirp")["HostConfig"]["NetworkMode"], "slirp4netns");
+    assert_eq!(ctx.inspect("slirp")["HostConfig"]["NetworkMode"], "slirp4netns");
     rl(&ctx, &["rm", "none", "slirp"]).assert_ok();
     assert_nothing_left(&ctx);
 }
@@ -448,7 +437,7 @@ fn add_host_dns_flags_and_hostname_show_inside() {
 #[test]
 fn network_container_shares_the_namespace_of_a_running_one() {
     let Some(ctx) = Ctx::with_subids() else { return };
-    let web = run_d(&ctx, &["--name", "web"], &["sh", "-c", &httpd(&ctx.marker)]);
+    let web = ctx.run_d(&["--name", "web"], &["sh", "-c", &httpd(&ctx.marker)]);
     let ns = fs::read_link(format!("/proc/{}/ns/net", pid_of(&ctx, "web"))).expect("readlink the container's ns");
     let ns = ns.to_string_lossy().into_owned();
     let get = "wget -q -O - http://127.0.0.1:80/";
@@ -460,7 +449,7 @@ fn network_container_shares_the_namespace_of_a_running_one() {
     assert_eq!(lines, [ns.as_str(), ctx.marker.as_str()], "same namespace, and web's httpd on its 127.0.0.1\n{out}");
     let own = fs::read_link("/proc/self/ns/net").expect("readlink").to_string_lossy().into_owned();
     assert_ne!(ns, own);
-    assert_eq!(inspect(&ctx, "peer")["HostConfig"]["NetworkMode"], format!("container:{web}"));
+    assert_eq!(ctx.inspect("peer")["HostConfig"]["NetworkMode"], format!("container:{web}"));
     rl(&ctx, &["rm", "-f", "peer", "web"]).assert_ok();
     assert_nothing_left(&ctx);
 }
@@ -481,7 +470,7 @@ fn network_host_is_the_users_own_namespace() {
     ifaces.sort();
     lines.sort();
     assert_eq!(lines, ifaces, "the host's interfaces\n{out}");
-    assert_eq!(inspect(&ctx, "h")["HostConfig"]["NetworkMode"], "host");
+    assert_eq!(ctx.inspect("h")["HostConfig"]["NetworkMode"], "host");
     rl(&ctx, &["rm", "h"]).assert_ok();
 }
 
@@ -493,9 +482,9 @@ fn pasta_publishes_a_port_keeps_the_host_loopback_out_and_ends_with_the_containe
     }
     let port = free_port();
     let publish = format!("127.0.0.1:{port}:80");
-    run_d(&ctx, &["--name", "p", "--network", "pasta", "-p", &publish], &["sh", "-c", &httpd(&ctx.marker)]);
+    ctx.run_d(&["--name", "p", "--network", "pasta", "-p", &publish], &["sh", "-c", &httpd(&ctx.marker)]);
     assert!(poll_until(|| serves(port, &ctx.marker)), "pasta forwards the port: {:?}", http_get(port));
-    let info = inspect(&ctx, "p");
+    let info = ctx.inspect("p");
     assert_eq!(info["HostConfig"]["NetworkMode"], "pasta", "{info}");
     let port_out = rl(&ctx, &["port", "p", "80"]);
     assert_eq!(port_out.assert_ok().stdout_trim(), format!("127.0.0.1:{port}"), "{port_out}");
@@ -546,12 +535,12 @@ fn sigkill_of_the_owner_takes_the_helpers_along(network: &str, detached: bool, w
     let opts = ["--name", "k", "--network", network, "-p", &publish];
     let run = (!detached).then(|| ctx.spawn(&opts, &["sh", "-c", &httpd(&ctx.marker)]));
     if detached {
-        run_d(&ctx, &opts, &["sh", "-c", &httpd(&ctx.marker)]);
+        ctx.run_d(&opts, &["sh", "-c", &httpd(&ctx.marker)]);
     }
     assert!(poll_until(|| serves(port, &ctx.marker)), "{:?}", http_get(port));
     let owner = match &run {
         Some(r) => r.pid(),
-        None => inspect(&ctx, "k")["State"]["MonitorPid"].as_i64().unwrap_or(0) as i32,
+        None => ctx.inspect("k")["State"]["MonitorPid"].as_i64().unwrap_or(0) as i32,
     };
     let helpers = helpers_under(owner);
     assert_eq!(kinds(&helpers), want, "{helpers:#?}");
@@ -588,7 +577,7 @@ fn port_reuse_failures(ctx: &Ctx, network: &str, rounds: usize) -> Vec<String> {
     let mut failed = Vec::new();
     for i in 0..rounds {
         let name = format!("r{i}");
-        run_d(ctx, &["--name", &name, "--network", network, "-p", &publish], &["sleep", &ctx.marker]);
+        ctx.run_d(&["--name", &name, "--network", network, "-p", &publish], &["sleep", &ctx.marker]);
         rl(ctx, &["rm", "-f", &name]).assert_ok();
         if !port_is_free(port) {
             failed.push(format!("{network}: round {i}: port {port} still bound when `rm -f` returned"));

@@ -11,10 +11,6 @@ fn rl(ctx: &Ctx, args: &[&str]) -> Out {
     ctx.rl_out(args, None)
 }
 
-fn run_d(ctx: &Ctx, opts: &[&str], cmd: &[&str]) -> String {
-    ctx.run_d(opts, cmd)
-}
-
 /// Serves `marker` on port 80 with busybox httpd, in the foreground.
 fn httpd(marker: &str) -> String {
     format!("mkdir -p /www && echo {marker} > /www/index.html && exec httpd -f -p 80 -h /www")
@@ -42,9 +38,9 @@ fn containers_on_a_network_find_each_other_by_name_and_alias_and_others_do_not()
     let Some(ctx) = Ctx::with_subids() else { return };
     rl(&ctx, &["network", "create", "front"]).assert_ok();
     rl(&ctx, &["network", "create", "back"]).assert_ok();
-    run_d(&ctx, &["--name", "web", "--network", "front", "--network-alias", "www"], &["sh", "-c", &httpd("from-web")]);
-    run_d(&ctx, &["--name", "api", "--network", "front"], &["sh", "-c", &httpd("from-api")]);
-    let other = run_d(&ctx, &["--name", "other", "--network", "back"], &["sh", "-c", &httpd("from-other")]);
+    ctx.run_d(&["--name", "web", "--network", "front", "--network-alias", "www"], &["sh", "-c", &httpd("from-web")]);
+    ctx.run_d(&["--name", "api", "--network", "front"], &["sh", "-c", &httpd("from-api")]);
+    let other = ctx.run_d(&["--name", "other", "--network", "back"], &["sh", "-c", &httpd("from-other")]);
     // Both directions, by name and alias; the servers may take a moment to listen.
     let fetch = |from: &str, url: &str| rl(&ctx, &["exec", from, "wget", "-q", "-O", "-", url]);
     assert!(poll_until(|| fetch("api", "http://web/").stdout.contains("from-web")), "{}", fetch("api", "http://web/"));
@@ -55,11 +51,7 @@ fn containers_on_a_network_find_each_other_by_name_and_alias_and_others_do_not()
     late.assert_ok();
     assert!(late.stdout.contains("from-web") && late.stdout.contains("10.89."), "{late}");
     // Another network: neither its name resolves nor its address routes.
-    let ip = serde_json::from_str::<serde_json::Value>(&rl(&ctx, &["inspect", &other]).stdout).unwrap()[0]
-        ["NetworkSettings"]["IPAddress"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let ip = ctx.inspect(&other)["NetworkSettings"]["IPAddress"].as_str().unwrap_or_default().to_string();
     assert!(ip.starts_with("10.89."), "inspect gives the container's address: {ip:?}");
     let by_name = fetch("web", "http://other/");
     assert_ne!(by_name.code(), Some(0), "another network's name must not resolve\n{by_name}");
@@ -80,13 +72,13 @@ fn containers_on_a_network_find_each_other_by_name_and_alias_and_others_do_not()
 fn the_daemon_and_its_helpers_go_with_the_last_container() {
     let Some(ctx) = Ctx::with_subids() else { return };
     rl(&ctx, &["network", "create", "n"]).assert_ok();
-    run_d(&ctx, &["--name", "a", "--network", "n"], &["sleep", &ctx.marker]);
+    ctx.run_d(&["--name", "a", "--network", "n"], &["sleep", &ctx.marker]);
     let daemons = daemon_processes(&ctx);
     assert_eq!(daemons.len(), 1, "one daemon for the user's networks");
     let daemon = daemons[0].pid;
     let helpers: Vec<i32> = descendants(daemon).iter().map(|p| p.pid).collect();
     assert!(!helpers.is_empty(), "the network's slirp4netns runs under the daemon");
-    run_d(&ctx, &["--name", "b", "--network", "n"], &["sleep", &ctx.marker]);
+    ctx.run_d(&["--name", "b", "--network", "n"], &["sleep", &ctx.marker]);
     assert_eq!(daemon_processes(&ctx).iter().map(|p| p.pid).collect::<Vec<_>>(), [daemon], "the same daemon");
     rl(&ctx, &["rm", "-f", "a"]).assert_ok();
     assert!(alive(daemon), "b still runs: the daemon stays");
@@ -106,7 +98,7 @@ fn published_ports_and_internal_networks() {
     rl(&ctx, &["network", "create", "--internal", "--subnet", "10.77.5.0/24", "iso"]).assert_ok();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let spec = format!("127.0.0.1:{port}:80");
-    run_d(&ctx, &["--name", "p", "--network", "pub", "-p", &spec], &["sh", "-c", &httpd("published")]);
+    ctx.run_d(&["--name", "p", "--network", "pub", "-p", &spec], &["sh", "-c", &httpd("published")]);
     let get = || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -174,8 +166,8 @@ fn running_containers_connect_and_disconnect() {
     let Some(ctx) = Ctx::with_subids() else { return };
     rl(&ctx, &["network", "create", "left"]).assert_ok();
     rl(&ctx, &["network", "create", "right"]).assert_ok();
-    run_d(&ctx, &["--name", "srv", "--network", "left"], &["sh", "-c", &httpd("from-srv")]);
-    run_d(&ctx, &["--name", "cli", "--network", "right"], &["sleep", &ctx.marker]);
+    ctx.run_d(&["--name", "srv", "--network", "left"], &["sh", "-c", &httpd("from-srv")]);
+    ctx.run_d(&["--name", "cli", "--network", "right"], &["sleep", &ctx.marker]);
     // Under dns.rl: a name that is not there is never forwarded upstream (no waiting for it).
     let fetch = || rl(&ctx, &["exec", "cli", "wget", "-q", "-O", "-", "http://srv.dns.rl/"]);
     assert_ne!(fetch().code(), Some(0), "not on the server's network yet");
@@ -187,8 +179,7 @@ fn running_containers_connect_and_disconnect() {
     assert!(poll_until(|| fetch().stdout.contains("from-srv")), "{}", fetch());
     let back = rl(&ctx, &["exec", "srv", "nslookup", "client"]);
     assert!(back.code() == Some(0) && back.stdout.contains("10.89."), "the alias resolves on the network\n{back}");
-    let v: serde_json::Value = serde_json::from_str(&rl(&ctx, &["inspect", "cli"]).stdout).unwrap();
-    let nets = v[0]["NetworkSettings"]["Networks"].as_object().cloned().unwrap_or_default();
+    let nets = ctx.inspect("cli")["NetworkSettings"]["Networks"].as_object().cloned().unwrap_or_default();
     assert!(nets.contains_key("left") && nets.contains_key("right"), "{nets:?}");
     rl(&ctx, &["network", "connect", "left", "cli"]).assert_error("already on network `left`");
     // Disconnected: the interface is gone, the server unreachable again, the default route
@@ -212,7 +203,7 @@ fn running_containers_connect_and_disconnect() {
     assert!(poll_until(|| fetch().stdout.contains("from-srv")), "{}", fetch());
     rl(&ctx, &["rm", "-f", "cli"]).assert_ok();
     // A running container with another network mode is refused, with the way to do it.
-    run_d(&ctx, &["--name", "solo", "--network", "slirp4netns"], &["sleep", &ctx.marker]);
+    ctx.run_d(&["--name", "solo", "--network", "slirp4netns"], &["sleep", &ctx.marker]);
     let out = rl(&ctx, &["network", "connect", "left", "solo"]);
     out.assert_error("network mode `slirp4netns`");
     assert!(out.stderr.contains("hint:"), "{out}");

@@ -98,8 +98,9 @@ pub struct Spawn {
     /// parent that holds nothing the container must not see: the detached monitor. Never with
     /// `sealed`, whose point is a copy of rl unreachable from the container.
     pub fork_stdio: Option<[OwnedFd; 3]>,
-    /// For a container: the run root, where a running container's user namespace with the same
-    /// maps may be recorded to join ([`crate::userns::share`]) instead of mapping a new one.
+    /// For a container: the run root, where a pause process holding a user namespace with the
+    /// same maps may be recorded to join ([`crate::userns::share`]) instead of mapping a new one;
+    /// a start that maps one leaves such a pause ([`crate::userns::pause`]).
     pub share_userns: Option<std::path::PathBuf>,
     /// For a container: its network, prepared ([`crate::network::wiring::prepare`]).
     pub network: Option<Prepared>,

@@ -27,13 +27,6 @@ pub fn write_record(dir: &Path, pid: i32, start: u64) -> anyhow::Result<()> {
     crate::store::lock::write_replace(&dir.join(RECORD), format!("{pid} {start}\n").as_bytes(), false)
 }
 
-/// The pid of the recorded pause process, if it still runs.
-pub fn recorded(runroot: &Path) -> Option<i32> {
-    let (pid, start) = read_record(runroot)?;
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (crate::state::runs(pid, start) && comm.trim_end() == super::pause::NAME).then_some(pid)
-}
-
 fn read_record(runroot: &Path) -> Option<(i32, u64)> {
     let text = std::fs::read_to_string(runroot.join(RECORD)).ok()?;
     let mut words = text.split_whitespace();
@@ -45,7 +38,9 @@ fn read_record(runroot: &Path) -> Option<(i32, u64)> {
 pub fn find(runroot: &Path, plan: &MapPlan) -> Option<File> {
     let (pid, start) = read_record(runroot)?;
     let ns = of_process(pid, start, plan)?;
-    if recorded(runroot) == Some(pid) {
+    // Only a pause is signalled (`of_process` proved the pid is the recorded process).
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim_end() == super::pause::NAME {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGUSR1);
     }
     Some(ns)

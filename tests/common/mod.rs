@@ -247,6 +247,14 @@ impl Ctx {
         Running::spawn(self.run_cmd(opts, cmd), false)
     }
 
+    /// `rl inspect NAME`, which must succeed: the container's object.
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.rl_out(&["inspect", name], None);
+        out.assert_ok();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect prints JSON");
+        v[0].clone()
+    }
+
     /// `rl run -d OPTS --rootfs ROOTFS CMD...`, which must succeed; the id it printed.
     pub fn run_d(&self, opts: &[&str], cmd: &[&str]) -> String {
         let rootfs = self.rootfs.to_string_lossy().into_owned();
