@@ -175,7 +175,7 @@ root_main() {
   start_registry
   cd "$STAGE" # the test users cannot enter the checkout
   suite_as "$RL_TEST_USER" RL_TEST_REGISTRY="$RL_TEST_REGISTRY" RL_TEST_AUTH_REGISTRY="$RL_TEST_AUTH_REGISTRY" \
-    RL_TEST_AUTH_CREDS="$RL_TEST_AUTH_CREDS" -- --skip nosubid_
+    RL_TEST_AUTH_CREDS="$RL_TEST_AUTH_CREDS" -- --skip nosubid_ --skip vm_ --skip nouserns_
   # A running container of the test user for the second user to fail to reach.
   local other=$STAGE/privacy other_pid
   install -d -m 0755 -o "$RL_TEST_USER" "$other"
@@ -186,6 +186,25 @@ root_main() {
   suite_as "$RL_NOSUBID_USER" RL_TEST_NOSUBID=1 RL_TEST_OTHER_ROOT="$other/store" RL_TEST_OTHER_RUNROOT="$other/run" \
     RL_TEST_OTHER_PID="$other_pid" -- nosubid_
   as_test_user "$STAGE/bin/rl" --root "$other/store" --runroot "$other/run" rm -f secret >/dev/null || true
+  vm_stage
+}
+
+# vm_stage: the tests this host's kernel cannot run, in qemu VMs booting Debian's own kernel
+# (scripts/vm.sh): the limit tests (`vm_*`) and the core `rl run` tests on a pure cgroup v2
+# hierarchy delegated to the test user, then one boot with user namespaces disabled.
+vm_stage() {
+  local cache=/var/cache/rl-vm limits=$STAGE/tests/test-limits
+  local vm=("$REPO/scripts/vm.sh" run "$cache" --rl "$STAGE/bin/rl" --rootfs "$STAGE/fixtures/$RL_TEST_USER/busybox")
+  step "a VM with Debian's kernel: prepare (qemu, the kernel package)"
+  quiet "$LOGS/vm-prepare.log" "$REPO/scripts/vm.sh" prepare "$cache" >>"$LOGS/vm-prepare.log"
+  # The core container tests too, on a second distro kernel with a leaf per container.
+  local core=() t
+  for t in run_basic run_process run_isolation run_cleanup exec lifecycle; do core+=("$STAGE/tests/test-$t"); done
+  step "test-limits vm_ and the core tests (${core[*]##*/}) in the VM (delegated cgroup v2)"
+  run_one "$LOGS/vm-cgroup2.log" "${vm[@]}" --tests "$limits ${core[*]}" -- --skip nodeleg_ --skip nouserns_
+  step "test-limits nouserns_ in the VM booted with user.max_user_namespaces=0"
+  run_one "$LOGS/vm-nouserns.log" "${vm[@]}" --tests "$limits" --env RL_TEST_NOUSERNS=1 \
+    --append "sysctl.user.max_user_namespaces=0" -- nouserns_
 }
 
 # as_test_user CMD...: CMD as the test user in a login-like environment.
@@ -214,8 +233,10 @@ user_main() {
   for i in "${!TEST_EXES[@]}"; do
     step "${TEST_NAMES[$i]}"
     run_one "$LOGS/${TEST_NAMES[$i]}.log" "${TEST_EXES[$i]}" --test-threads=2 --show-output \
-      --skip nosubid_
+      --skip nosubid_ --skip vm_ --skip nouserns_
   done
+  echo "skipped: vm_ and nouserns_ tests: they boot a VM (scripts/vm.sh), which needs root to prepare"
+
   # The nosubid_ tests need a user without a range; that is only this user if it has none.
   if ! host_has_subids /etc/subuid "$user"; then
     for i in "${!TEST_EXES[@]}"; do

@@ -115,6 +115,15 @@ pub struct ContainerConfig {
     /// `--health-*` or the image's HEALTHCHECK.
     #[serde(default)]
     pub health: Option<crate::monitor::health::HealthConfig>,
+    /// `--memory`, `--cpus`, `--pids-limit`, …: the limits of the container's cgroup.
+    #[serde(default)]
+    pub resources: crate::cgroup::Resources,
+    /// `--ignore-limits`: where the host cannot enforce the limits, start without them.
+    #[serde(default)]
+    pub ignore_limits: bool,
+    /// The cgroup leaf the init joins, set by the watcher for each start (not kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// `--restart=no|on-failure[:N]|always|unless-stopped`.

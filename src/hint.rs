@@ -34,6 +34,12 @@ pub enum Problem {
     NetworkHelperMissing,
     /// A published host port is below `net.ipv4.ip_unprivileged_port_start`.
     PrivilegedPort,
+    /// Limits asked for on a host with cgroup v1 only, or hybrid mode.
+    CgroupV1,
+    /// Limits asked for, and the user's cgroup (or the controller) is not delegated.
+    CgroupNotDelegated,
+    /// The user's delegated cgroup holds processes, so its children cannot get controllers.
+    CgroupBusy,
 }
 
 impl Problem {
@@ -92,6 +98,20 @@ impl Problem {
             Problem::PrivilegedPort => {
                 "publish a port of 1024 or above (`-p 8080:80`), or let users bind lower ports: \
                  `sudo sysctl -w net.ipv4.ip_unprivileged_port_start=80`; see distro-notes/debian.md#ports-below-1024"
+            }
+            Problem::CgroupV1 => {
+                "boot with cgroup v2 only (kernel argument `systemd.unified_cgroup_hierarchy=1`), or run without \
+                 enforcing limits: `--ignore-limits`; see distro-notes/debian.md#cgroup-v1-or-hybrid"
+            }
+            Problem::CgroupNotDelegated => {
+                "delegate the controllers to users: a drop-in `/etc/systemd/system/user@.service.d/delegate.conf` with \
+                 `[Service]` `Delegate=cpu cpuset io memory pids`, then `sudo systemctl daemon-reload` and log in again \
+                 (or run rl under `systemd-run --user --scope -p Delegate=yes`); or `--ignore-limits`; \
+                 see distro-notes/debian.md#cgroup-not-delegated"
+            }
+            Problem::CgroupBusy => {
+                "move your shell into a child cgroup of it first (`mkdir DIR/shell && echo $$ > DIR/shell/cgroup.procs`, \
+                 DIR being the delegated cgroup under /sys/fs/cgroup); see distro-notes/debian.md#delegated-cgroup-holds-processes"
             }
         }
     }
@@ -250,6 +270,9 @@ mod tests {
             RegistryClientCert,
             NetworkHelperMissing,
             PrivilegedPort,
+            CgroupV1,
+            CgroupNotDelegated,
+            CgroupBusy,
         ] {
             assert!(p.hint().contains("distro-notes/"), "{p:?}");
         }

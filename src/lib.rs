@@ -10,6 +10,7 @@
 //! the only module allowed `unsafe`.
 #![deny(unsafe_code)]
 
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod helper;

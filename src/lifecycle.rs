@@ -13,7 +13,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::cgroup::Leaf;
 use crate::config::ContainerConfig;
+use crate::hint::{hinted, Problem};
 use crate::sandbox::msg::{Job, Msg};
 use crate::sandbox::parent::{Spawn, Stage1};
 use crate::state::{self, State, Status};
@@ -29,19 +31,57 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
     full.parse::<Signal>().map_err(|_| anyhow::anyhow!("signal `{s}`: unknown (e.g. TERM, KILL, HUP, 9)"))
 }
 
-/// Sends `sig` to the container's PID 1; errors if it is not running.
+/// Sends `sig` to the container's PID 1; errors if it is not running. A paused container is
+/// thawed after, so the signal is acted on (a frozen process cannot handle it).
 pub fn signal(cfg: &ContainerConfig, st: &State, sig: Signal) -> Result<()> {
     let Some(pid) = st.pid.filter(|_| st.running()) else {
         bail!("container `{}`: not running", cfg.name);
     };
-    kill(Pid::from_raw(pid), sig).with_context(|| format!("container `{}`: send {sig}", cfg.name))
+    kill(Pid::from_raw(pid), sig).with_context(|| format!("container `{}`: send {sig}", cfg.name))?;
+    thaw(st);
+    Ok(())
+}
+
+/// The cgroup leaf of a running container, if it has one.
+pub fn leaf(st: &State) -> Option<Leaf> {
+    st.cgroup.as_deref().filter(|_| st.running()).and_then(Leaf::at)
+}
+
+/// Whether the container is running and paused (its cgroup frozen).
+pub fn paused(st: &State) -> bool {
+    leaf(st).is_some_and(|l| l.frozen())
+}
+
+/// Unpauses a paused container (before it is stopped or killed).
+fn thaw(st: &State) {
+    if let Some(l) = leaf(st).filter(Leaf::frozen) {
+        let _ = l.freeze(false);
+    }
+}
+
+/// The cgroup leaf of a running container, for the verbs that need one (`pause`, `update`,
+/// `stats`); the error says why a container has none.
+pub fn running_leaf(cfg: &ContainerConfig, st: Option<&State>) -> Result<Leaf> {
+    let st = st.map(effective);
+    let Some(st) = st.filter(State::running) else { bail!("container `{}`: not running", cfg.name) };
+    if let Some(l) = leaf(&st) {
+        return Ok(l);
+    }
+    let host = crate::cgroup::Host::detect();
+    let (problem, why) = match host.version {
+        crate::cgroup::Version::V2 => (Problem::CgroupNotDelegated, "no cgroup v2 subtree is delegated to you"),
+        _ => (Problem::CgroupV1, "this host has no usable cgroup v2"),
+    };
+    Err(hinted(problem, format!("container `{}`: it has no cgroup of its own ({why})", cfg.name)))
 }
 
 /// Waits until process `pid` has exited or `timeout` passed; true if it exited.
 pub fn wait_pid(pid: i32, timeout: Option<Duration>) -> Result<bool> {
     let fd = match crate::sys::pidfd_open(Pid::from_raw(pid)) {
         Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(true),
+        // Linux 6.1 answers EINVAL, not ESRCH, for a process that is exiting right then (its
+        // thread group is gone but its pid not yet freed): gone either way.
+        Err(e) if pid > 0 && matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)) => return Ok(true),
         Err(e) => return Err(e).context("pidfd_open"),
     };
     let start = Instant::now();
@@ -86,6 +126,7 @@ pub fn stop(paths: &Paths, cfg: &ContainerConfig, timeout: Duration) -> Result<(
     };
     let Some(pid) = st.pid else { return Ok(()) };
     let _ = kill(Pid::from_raw(pid), sig);
+    thaw(&st);
     if !wait_pid(pid, Some(timeout))? {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         wait_pid(pid, None)?;
@@ -108,6 +149,13 @@ pub fn effective(st: &State) -> State {
 /// Removes a stopped container's record, writable layer (its files belong to subordinate ids:
 /// removed inside the user namespace) and runtime files.
 pub fn remove(paths: &Paths, cfg: &ContainerConfig) -> Result<()> {
+    // A watcher killed with SIGKILL left the container's cgroup behind; its processes died
+    // with the watcher (their parent-death signal).
+    if let Some(leaf) = state::load(paths, &cfg.id).ok().filter(|st| !st.running()).and_then(|st| st.cgroup) {
+        if let Some(l) = Leaf::at(&leaf) {
+            let _ = l.remove();
+        }
+    }
     let dir = paths.container(&cfg.id);
     let _lock = crate::store::lock::exclusive(&paths.containers_lock())?;
     // Renamed out of the listing first: a crash halfway leaves no half-removed container.
@@ -157,6 +205,8 @@ mod tests {
             error: None,
             stopped: false,
             network: None,
+            cgroup: None,
+            oom_killed: false,
         };
         assert_eq!(effective(&st).status, Status::Exited);
         let me = std::process::id() as i32;

@@ -51,6 +51,12 @@ pub struct State {
     /// Its network as of its last start: addresses and the host ports really published.
     #[serde(default)]
     pub network: Option<crate::network::Attached>,
+    /// Its cgroup v2 path (`/…/rl-ID`) while it runs in a leaf of its own.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// The OOM killer killed a process of its last run.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 impl State {
@@ -303,6 +309,8 @@ fn write_record(paths: &Paths, cfg: &ContainerConfig, durable: bool) -> Result<(
         error: None,
         stopped: false,
         network: None,
+        cgroup: None,
+        oom_killed: false,
     };
     let json = serde_json::to_vec_pretty(&state).context("encode state")?;
     lock::write_replace(&dir.join("state.json"), &json, durable)

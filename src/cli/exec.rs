@@ -74,10 +74,16 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: ExecArgs) -> R
             "`rl exec` needs a running container: list them with `rl ps`",
         )
     };
-    let pid = match st {
-        Some(state::State { status: Status::Running, pid: Some(pid), .. }) => Pid::from_raw(pid),
+    let pid = match &st {
+        Some(state::State { status: Status::Running, pid: Some(pid), .. }) => Pid::from_raw(*pid),
         _ => return Err(not_running()),
     };
+    if st.as_ref().is_some_and(crate::lifecycle::paused) {
+        return Err(with_fix(
+            format!("exec in container `{query}`: the container is paused"),
+            format!("unpause it first: `rl unpause {query}`"),
+        ));
+    }
     // A record left `running` by an rl that was killed names a pid that is gone (or someone
     // else's).
     if nix::sys::signal::kill(pid, None).is_err() {

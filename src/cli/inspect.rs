@@ -27,11 +27,14 @@ fn time(ns: Option<u128>) -> String {
 /// One container as `docker inspect` shows it.
 pub fn container_json(paths: &Paths, cfg: &ContainerConfig, st: &State) -> Value {
     let st = crate::lifecycle::effective(st);
+    let paused = crate::lifecycle::paused(&st);
     let status = match st.status {
         Status::Created => "created",
+        Status::Running if paused => "paused",
         Status::Running => "running",
         Status::Exited => "exited",
     };
+    let res = &cfg.resources;
     let (path, args) =
         cfg.process.args.split_first().map_or((String::new(), Vec::new()), |(p, a)| (p.clone(), a.to_vec()));
     let restart_max = match cfg.restart {
@@ -46,9 +49,10 @@ pub fn container_json(paths: &Paths, cfg: &ContainerConfig, st: &State) -> Value
         "State": {
             "Status": status,
             "Running": st.status == Status::Running,
-            "Paused": false,
+            "Paused": paused,
             "Restarting": false,
-            "OOMKilled": false,
+            "OOMKilled": st.oom_killed,
+            "CgroupPath": st.cgroup.clone().unwrap_or_default(),
             "Dead": false,
             "Pid": st.pid.unwrap_or(0),
             "MonitorPid": st.monitor_pid.filter(|_| st.status == Status::Running).unwrap_or(0),
@@ -81,6 +85,15 @@ pub fn container_json(paths: &Paths, cfg: &ContainerConfig, st: &State) -> Value
             "DnsSearch": cfg.network.dns.search,
             "DnsOptions": cfg.network.dns.options,
             "ExtraHosts": cfg.network.add_hosts.iter().map(|(n, ip)| format!("{n}:{ip}")).collect::<Vec<_>>(),
+            "Memory": res.memory.unwrap_or(0),
+            "MemorySwap": res.memory_swap.unwrap_or(0),
+            "MemoryReservation": res.memory_reservation.unwrap_or(0),
+            "NanoCpus": res.nano_cpus.unwrap_or(0),
+            "CpuShares": res.cpu_shares.unwrap_or(0),
+            "CpuWeight": res.cpu_weight.unwrap_or(0),
+            "CpusetCpus": res.cpuset_cpus.clone().unwrap_or_default(),
+            "PidsLimit": res.pids_limit.unwrap_or(0),
+            "BlkioWeight": res.blkio_weight.unwrap_or(0),
         },
         "NetworkSettings": network_settings(cfg, &st),
         "Config": {

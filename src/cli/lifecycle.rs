@@ -77,7 +77,7 @@ pub struct PruneArgs {
 
 /// Runs `each` for every named container; reports each failure on its own line and fails at
 /// the end if any did, as Docker does for multi-container verbs.
-fn for_each(names: &[String], mut each: impl FnMut(&str) -> Result<()>) -> Result<i32> {
+pub(super) fn for_each(names: &[String], mut each: impl FnMut(&str) -> Result<()>) -> Result<i32> {
     let mut failed = 0;
     for n in names {
         if let Err(e) = each(n) {

@@ -13,13 +13,16 @@ pub mod history;
 pub mod image;
 pub mod images;
 pub mod import;
+pub mod info;
 pub mod inspect;
 pub mod lifecycle;
+pub mod limits;
 pub mod load;
 pub mod login;
 pub mod logs;
 pub mod netflags;
 pub mod network;
+pub mod pause;
 pub mod port;
 pub mod ps;
 pub mod pull;
@@ -27,9 +30,11 @@ pub mod push;
 pub mod rmi;
 pub mod run;
 pub mod save;
+pub mod stats;
 pub mod system;
 pub mod tag;
 pub mod top;
+pub mod update;
 
 use std::path::PathBuf;
 
@@ -109,6 +114,16 @@ pub enum Command {
     Attach(attach::AttachArgs),
     /// Show a container's processes.
     Top(top::TopArgs),
+    /// Show containers' CPU, memory, pids, network and block I/O use.
+    Stats(stats::StatsArgs),
+    /// Freeze every process of running containers.
+    Pause(pause::PauseArgs),
+    /// Thaw paused containers.
+    Unpause(pause::PauseArgs),
+    /// Change the resource limits of containers (running ones at once).
+    Update(update::UpdateArgs),
+    /// Show what this host offers rootless containers (cgroups, ids, helpers) and the store.
+    Info(info::InfoArgs),
     /// Run a container's health check (`run CONTAINER`).
     Healthcheck(healthcheck::HealthcheckArgs),
     /// Show a container's published ports.
@@ -156,6 +171,15 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    // A run with limits from a cgroup the user does not own: into a scope systemd delegates.
+    if let Command::Run(args) = &cli.command {
+        if let Some(e) = args.limits.resources().ok().and_then(|r| crate::cgroup::systemd::rerun_in_scope(&r)) {
+            return hint::report(&anyhow::Error::new(e).context("exec systemd-run"));
+        }
+    }
+    if matches!(cli.command, Command::Run(_) | Command::Create(_) | Command::Start(_) | Command::Restart(_)) {
+        crate::cgroup::settle();
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(cli.root, cli.runroot, *args),
         Command::Exec(args) => exec::run(cli.root, cli.runroot, args),
@@ -185,6 +209,11 @@ pub fn main() -> i32 {
         Command::Logs(args) => logs::run(cli.root, cli.runroot, args),
         Command::Attach(args) => attach::run(cli.root, cli.runroot, args),
         Command::Top(args) => top::top(cli.root, cli.runroot, args),
+        Command::Stats(args) => stats::run(cli.root, cli.runroot, args),
+        Command::Pause(args) => pause::run(cli.root, cli.runroot, args, true),
+        Command::Unpause(args) => pause::run(cli.root, cli.runroot, args, false),
+        Command::Update(args) => update::run(cli.root, cli.runroot, args),
+        Command::Info(args) => info::run(cli.root, cli.runroot, args),
         Command::Healthcheck(args) => healthcheck::run(cli.root, cli.runroot, args),
         Command::Port(args) => port::run(cli.root, cli.runroot, args),
         Command::Network(args) => network::run(cli.root, cli.runroot, args),

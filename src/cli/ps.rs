@@ -38,6 +38,7 @@ pub fn status_text(st: &State) -> String {
     let ago = |t: Option<u128>| human(now.saturating_sub(t.unwrap_or(now)));
     match st.status {
         Status::Created => "Created".into(),
+        Status::Running if crate::lifecycle::paused(st) => format!("Up {} (Paused)", ago(st.started_ns)),
         Status::Running => format!("Up {}", ago(st.started_ns)),
         Status::Exited => format!("Exited ({}) {} ago", st.exit_code.unwrap_or(-1), ago(st.finished_ns)),
     }
@@ -86,7 +87,7 @@ pub fn row(paths: &Paths, cfg: &ContainerConfig, st: &State, no_trunc: bool) -> 
             }
             _ => status_text(st),
         },
-        "State": state_name(st.status),
+        "State": if crate::lifecycle::paused(st) { "paused" } else { state_name(st.status) },
         "Names": cfg.name,
         "Ports": ports_text(st),
         "ExitCode": st.exit_code,

@@ -128,6 +128,12 @@ pub struct RunArgs {
     pub overlay: OverlayBackend,
     #[command(flatten)]
     pub net: super::netflags::NetFlags,
+    #[command(flatten)]
+    pub limits: super::limits::LimitFlags,
+    /// Where the host cannot enforce the limit flags (cgroup v1, controllers not delegated),
+    /// run without them after a warning.
+    #[arg(long, env = "RL_IGNORE_LIMITS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub ignore_limits: bool,
     /// Container name (default: generated).
     #[arg(long)]
     pub name: Option<String>,
@@ -337,6 +343,15 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
     for o in &args.log_opt {
         log.apply(o)?;
     }
+    let resources = args.limits.resources()?;
+    if resources.any() {
+        if let Err(e) = crate::cgroup::Host::detect().check(&resources) {
+            if !args.ignore_limits {
+                return Err(e);
+            }
+            eprintln!("warning: the limits are not enforced (--ignore-limits): {e:#}");
+        }
+    }
     let idmap = id_maps(userns, false)?;
     let id = state::new_id()?;
     let name = args.name.clone().unwrap_or_else(|| state::generated_name(&id));
@@ -388,6 +403,9 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
         log,
         health,
         created_ns: state::now_ns(),
+        resources,
+        ignore_limits: args.ignore_limits,
+        cgroup: None,
         id,
         name,
     })
@@ -511,18 +529,33 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
         Some(_) => Some(crate::store::images::hold_layers(paths, &cfg.dirs.lower)?),
         None => None,
     };
-    // The record and the runtime files are written while the id-map helpers run.
-    let stage = Stage1::spawn(&cfg.idmap, Job::Run(Box::new(cfg.clone())), how, || {
-        state::create(paths, cfg)?;
-        drop(held);
-        prepare_dirs(cfg)
-    })?;
-    let running = parent::wait_started(stage)?;
+    // The container's cgroup exists, limits written, before any of its processes does.
+    let leaf = crate::cgroup::for_start(&cfg.id, &cfg.resources, cfg.ignore_limits)?;
+    let started = (|| {
+        let job = ContainerConfig { cgroup: leaf.as_ref().map(|l| l.dir.clone()), ..cfg.clone() };
+        // The record and the runtime files are written while the id-map helpers run.
+        let stage = Stage1::spawn(&cfg.idmap, Job::Run(Box::new(job)), how, || {
+            state::create(paths, cfg)?;
+            drop(held);
+            prepare_dirs(cfg)
+        })?;
+        parent::wait_started(stage)
+    })();
+    let running = match started {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(l) = &leaf {
+                crate::cgroup::finish(l, &cfg.name);
+            }
+            return Err(e);
+        }
+    };
     let mut st = state::load(paths, &cfg.id)?;
     st.status = Status::Running;
     st.pid = Some(running.pid.as_raw());
     st.started_ns = Some(state::now_ns());
     st.network = running.net.as_ref().map(|n| n.attached.clone());
+    st.cgroup = leaf.as_ref().map(|l| l.rel.clone());
     // This process watches it: `ps` and `stop` see a live container through it, and
     // `rl exec` finds the pid here, `--rm` or not.
     let me = std::process::id() as i32;
@@ -536,6 +569,7 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
     }
     let exit = monitor::watch(&running, &sigfd, args.interactive);
     running.stage.reap();
+    let oom = leaf.as_ref().is_some_and(|l| crate::cgroup::finish(l, &cfg.name));
     let exit = exit?;
     if exit.code.is_none() && exit.signal.is_none() {
         bail!("the stage-1 process ended without reporting the container's exit");
@@ -545,6 +579,8 @@ fn start_and_watch(paths: &Paths, cfg: &ContainerConfig, args: &RunArgs) -> Resu
         st.pid = None;
         st.exit_code = Some(exit.status());
         st.finished_ns = Some(state::now_ns());
+        st.cgroup = None;
+        st.oom_killed = oom;
         state::save(paths, &cfg.id, &st)?;
     }
     Ok(exit.status())

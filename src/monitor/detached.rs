@@ -139,10 +139,12 @@ fn monitor(paths: &Paths, id: &str, ready: &mut Option<OwnedFd>) -> Result<()> {
     let me = std::process::id() as i32;
     let mut log = Writer::open(&paths.container(id), cfg.log)?;
     loop {
-        let exit = run_once(paths, &cfg, &mut log, ready, me)?;
+        let (exit, oom) = run_once(paths, &cfg, &mut log, ready, me)?;
         let mut st = state::load(paths, id)?;
         st.status = Status::Exited;
         st.pid = None;
+        st.cgroup = None;
+        st.oom_killed = oom;
         st.exit_code = Some(exit.status());
         st.finished_ns = Some(state::now_ns());
         let again = cfg.restart.restarts(exit.status(), st.restart_count, st.stopped);
@@ -168,14 +170,14 @@ fn monitor(paths: &Paths, id: &str, ready: &mut Option<OwnedFd>) -> Result<()> {
     Ok(())
 }
 
-/// One start of the container, to its exit.
+/// One start of the container, to its exit; and whether the OOM killer struck.
 fn run_once(
     paths: &Paths,
     cfg: &ContainerConfig,
     log: &mut Writer,
     ready: &mut Option<OwnedFd>,
     me: i32,
-) -> Result<Exit> {
+) -> Result<(Exit, bool)> {
     crate::cli::run::prepare_dirs(cfg)?;
     let listener = super::attach::listen(&cfg.dirs.run)?;
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the stdout pipe")?;
@@ -202,9 +204,20 @@ fn run_once(
         // This process is single-threaded: stage 1 is forked, not loaded again.
         false => Spawn { fork_stdio: Some([stdin, out_w, err_w]), share_userns, network, ..Spawn::default() },
     };
-    let stage = Stage1::spawn(&cfg.idmap, Job::Launch(Box::new(cfg.clone())), how, || Ok(()))?;
+    // The container's cgroup exists, limits written, before any of its processes does.
+    let leaf = crate::cgroup::for_start(&cfg.id, &cfg.resources, cfg.ignore_limits)?;
+    let job = ContainerConfig { cgroup: leaf.as_ref().map(|l| l.dir.clone()), ..cfg.clone() };
+    let started = Stage1::spawn(&cfg.idmap, Job::Launch(Box::new(job)), how, || Ok(())).and_then(parent::wait_started);
     // The network helpers end with `net`, when this start ends.
-    let parent::Running { stage, pid, pty, adopted, net } = parent::wait_started(stage)?;
+    let parent::Running { stage, pid, pty, adopted, net } = match started {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(l) = &leaf {
+                crate::cgroup::finish(l, &cfg.name);
+            }
+            return Err(e);
+        }
+    };
     // Stage 1 handed the init over (the kernel overlay) and is exiting, or stays to wait for it
     // (fuse-overlayfs) and reports the exit.
     let waiter = match adopted {
@@ -223,6 +236,8 @@ fn run_once(
     st.exit_code = None;
     st.error = None;
     st.network = net.as_ref().map(|n| n.attached.clone());
+    st.cgroup = leaf.as_ref().map(|l| l.rel.clone());
+    st.oom_killed = false;
     // On the run root's tmpfs before the report, so every command after `run -d` sees it
     // running; in the record after it (off the start's path, without fsync: after a crash
     // "running" only means the container once ran), so a reboot that empties the run root
@@ -254,7 +269,7 @@ fn run_once(
             let _ = crate::sandbox::remove_tree(&cfg.dirs.run);
         }
     }
-    Ok(exit)
+    Ok((exit, leaf.as_ref().is_some_and(|l| crate::cgroup::finish(l, &cfg.name))))
 }
 
 /// Where the container's exit comes from.

@@ -53,7 +53,13 @@ fn setup_and_exec(
 ) -> Result<Infallible> {
     let _ = nix::sys::prctl::set_name(c"rl-init");
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")?;
-    unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
+    // Into the container's cgroup before anything of the payload runs, so every process it
+    // forks is counted; then a cgroup namespace rooted there (its /sys/fs/cgroup).
+    if let Some(dir) = &cfg.cgroup {
+        crate::cgroup::join(dir)?;
+    }
+    unshare(CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWNS)
+        .context("unshare the cgroup and mount namespaces")?;
     let merged = &cfg.dirs.merged;
     let plan = mounts::plan(cfg, cfg.idmap.gid_mapped(5));
     mounts::apply(merged, &plan)?;

@@ -34,6 +34,9 @@ pub enum Op {
     Bind { source: PathBuf, target: String, readonly: bool },
     /// sysfs read-only; where the kernel refuses, the host's /sys bound read-only instead.
     Sysfs { target: String },
+    /// The container's cgroup namespace as a cgroup2 mount (read-only unless privileged);
+    /// skipped where the kernel refuses it.
+    Cgroup { target: String, readonly: bool },
     /// A symlink `link` → `to` (in the fresh /dev).
     Symlink { to: String, link: String },
     /// Hide a file (bind /dev/null over it) or directory (empty read-only tmpfs); skipped if absent.
@@ -78,6 +81,7 @@ pub fn plan(cfg: &ContainerConfig, tty_gid: bool) -> Vec<Op> {
     let mut ops = vec![
         fs("proc", "/proc", nosuid_nodev_noexec, ""),
         Op::Sysfs { target: "/sys".into() },
+        Op::Cgroup { target: "/sys/fs/cgroup".into(), readonly: !cfg.security.privileged },
         fs("tmpfs", "/dev", MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, "mode=755,size=65536k"),
     ];
     for d in DEVICES {
@@ -165,6 +169,7 @@ fn describe(op: &Op) -> String {
         Op::Fs { fstype, target, .. } => format!("mount {fstype} on `{target}`"),
         Op::Bind { source, target, .. } => format!("bind `{}` on `{target}`", source.display()),
         Op::Sysfs { target } => format!("mount sysfs on `{target}`"),
+        Op::Cgroup { target, .. } => format!("mount cgroup2 on `{target}`"),
         Op::Symlink { link, .. } => format!("create symlink `{link}`"),
         Op::Mask { target } => format!("mask `{target}`"),
         Op::ReadOnly { target } => format!("make `{target}` read-only"),
@@ -201,6 +206,20 @@ fn apply_one(root: &Path, root_fd: &OwnedFd, op: &Op) -> Result<()> {
                 )?;
                 // Opened again: `t` is the directory under the new mount.
                 remount_ro(&open_in_root(root_fd, target)?)?;
+            }
+        }
+        Op::Cgroup { target, readonly } => {
+            // Opened, not made: the read-only sysfs under it has the directory or nothing.
+            let Ok(t) = open_in_root(root_fd, target) else { return Ok(()) };
+            let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            if *readonly {
+                flags |= MsFlags::MS_RDONLY;
+            }
+            match mount(Some("cgroup2"), fd_path(&t).as_str(), Some("cgroup2"), flags, None::<&str>) {
+                // No cgroup2 here (cgroup v1 only) or not ours to mount: the directory stays as
+                // sysfs has it, as in Podman on such hosts.
+                Err(Errno::EPERM | Errno::EACCES | Errno::ENODEV | Errno::ENOENT | Errno::EBUSY) => {}
+                r => r?,
             }
         }
         Op::Bind { source, target, readonly } => {
@@ -367,6 +386,7 @@ mod tests {
                 Op::Fs { target, .. } | Op::Bind { target, .. } | Op::Sysfs { target } | Op::Dir { target } => {
                     target.clone()
                 }
+                Op::Cgroup { target, readonly } => format!("cgroup{}:{target}", if *readonly { "-ro" } else { "" }),
                 Op::Symlink { link, .. } => link.clone(),
                 Op::Mask { target } => format!("mask:{target}"),
                 Op::ReadOnly { target } => format!("ro:{target}"),
@@ -385,6 +405,11 @@ mod tests {
         assert!(pos("ro:/proc/sys") > pos("/proc"));
         assert!(!t.contains(&"ro:/".to_string()));
         assert!(!t.contains(&"/tmp".to_string()));
+        // The cgroup mount goes on the sysfs, read-only for an unprivileged container.
+        assert!(pos("/sys") < pos("cgroup-ro:/sys/fs/cgroup"));
+        let mut privileged = cfg();
+        privileged.security.privileged = true;
+        assert!(targets(&plan(&privileged, true)).contains(&"cgroup:/sys/fs/cgroup".to_string()));
     }
 
     #[test]

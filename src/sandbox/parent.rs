@@ -256,6 +256,9 @@ impl Stage1 {
                     nix::unistd::dup2_stdin(&i)?;
                     nix::unistd::dup2_stdout(&o)?;
                     nix::unistd::dup2_stderr(&e)?;
+                    // Closed here, not by close_from: dropping an fd already closed aborts a
+                    // debug build (Rust's I/O safety check).
+                    drop((i, o, e));
                     sys::move_fd(theirs.into_fd(), SYNC_FD)?;
                     sys::close_from(SYNC_FD + 1)?;
                     nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
@@ -393,22 +396,18 @@ fn open_namespaces(pid: Pid) -> Result<Vec<File>> {
     Ok(fds)
 }
 
-/// The cgroup v2 path of a process (`0::PATH` in /proc/PID/cgroup).
-fn cgroup_of(pid: &str) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
-}
-
 /// Moves process `mover` into the cgroup of `pid`, where it differs from rl's own. Without a
 /// delegated cgroup the container runs where `rl run` was started (a login session's scope the
 /// user may not move processes into): the process then stays in rl's cgroup, as the container
 /// itself would have.
 fn join_cgroup(pid: Pid, mover: u32) -> Result<()> {
+    use crate::cgroup::cgroup_of;
     let Some(target) = cgroup_of(&pid.to_string()) else { return Ok(()) };
     if cgroup_of("self").as_deref() == Some(target.as_str()) {
         return Ok(());
     }
-    let procs = format!("/sys/fs/cgroup{}/cgroup.procs", target.trim_end_matches('/'));
+    let Some(dir) = crate::cgroup::Host::detect().path(&target) else { return Ok(()) };
+    let procs = dir.join("cgroup.procs").display().to_string();
     let moved = std::fs::OpenOptions::new().write(true).open(&procs).and_then(|mut f| write!(f, "{mover}"));
     match moved {
         Ok(()) => Ok(()),

@@ -2,7 +2,7 @@
 //! single-threaded, as `setns(CLONE_NEWUSER)` requires, whatever threads the parent runs. It
 //! joins the namespaces the parent's holder created and mapped (user, mount, uts, ipc, net —
 //! received as fds), becomes root of the user namespace, and does its job: for a container, it
-//! mounts the overlay rootfs, unshares the cgroup and pid namespaces, forks the container init
+//! mounts the overlay rootfs, unshares the pid namespace, forks the container init
 //! ([`super::init`]) and waits for it. Then it cleans up in reverse order — unmount, remove the
 //! writable layer for `--rm` — because only root of this namespace can delete files owned by
 //! subordinate ids. Its parent-death signal is SIGTERM, handled here: if rl is killed, stage 1
@@ -201,7 +201,9 @@ fn run_mounted(
     seccomp: Option<BpfProgram>,
     hand_over: bool,
 ) -> Result<Option<Msg>> {
-    unshare(CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWPID).context("unshare cgroup and pid namespaces")?;
+    // The cgroup namespace is the init's to unshare, once it has joined the container's cgroup:
+    // a process may only move between cgroups inside its namespace's root.
+    unshare(CloneFlags::CLONE_NEWPID).context("unshare the pid namespace")?;
     let (report_r, report_w) = unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the report pipe")?;
     let forked = match hand_over {
         true => sys::fork_sibling(),
