@@ -181,24 +181,20 @@ fn vm_update_changes_the_limits_of_a_running_container() {
 #[test]
 fn vm_container_sees_only_its_own_cgroup_read_only() {
     let Some(ctx) = vm_ctx() else { return };
+    // Its cgroup namespace's root is its leaf: it reads `/`, and its own limit at the top.
     let script =
         "cat /proc/self/cgroup; cat /sys/fs/cgroup/memory.max; mkdir /sys/fs/cgroup/sub 2>/dev/null || echo refused";
-    let out = ctx.run(&["--rm", "--memory", "32m"], &["sh", "-c", script]);
+    let out = ctx.run(&["--name", "ro", "--memory", "32m"], &["sh", "-c", script]);
     out.assert_ok();
     assert_eq!(out.stdout, format!("0::/\n{}\nrefused\n", 32u64 << 20), "{out}");
-    // --privileged may manage its own subtree.
-    let out = ctx.run(&["--rm", "--privileged"], &["sh", "-c", "mkdir /sys/fs/cgroup/sub && echo made"]);
+    // --privileged may manage its own subtree; the leaf goes with its child cgroups.
+    let out = ctx.run(&["--name", "priv", "--privileged"], &["sh", "-c", "mkdir /sys/fs/cgroup/sub && echo made"]);
     out.assert_ok();
     assert_eq!(out.stdout_trim(), "made", "{out}");
-    // Nothing of these containers is left under the delegated cgroup.
-    let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup/rl")
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    let ours: Vec<&String> = left.iter().filter(|n| n.starts_with("rl-")).collect();
-    // Other tests run in parallel: only check that no leaf outlives a container of this store.
-    for n in ours {
-        let id = n.trim_start_matches("rl-");
-        assert!(!ctx.store.join("containers").join(id).exists(), "leaf {n} outlived its container");
+    for name in ["ro", "priv"] {
+        let id = ctx.inspect(name)["Id"].as_str().unwrap_or_default().to_string();
+        let leaf = Path::new("/sys/fs/cgroup/rl").join(format!("rl-{id}"));
+        assert!(!id.is_empty() && !leaf.exists(), "{} outlived container {name}", leaf.display());
     }
 }
 
@@ -239,6 +235,11 @@ fn vm_info_shows_the_delegated_controllers() {
 /// delegation sees.
 fn nodeleg_ctx() -> Option<Ctx> {
     let ctx = Ctx::with_subids()?;
+    // With a user systemd, rl asks it for a delegated scope instead: not these tests' subject.
+    let run = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).unwrap_or_default();
+    if !require(!run.join("systemd/private").exists(), "a user systemd manager runs (rl would ask it for a scope)") {
+        return None;
+    }
     let info = ctx.rl_out(&["info", "--format", "json"], None);
     info.assert_ok();
     let v: serde_json::Value = serde_json::from_str(&info.stdout).unwrap_or_default();
@@ -251,7 +252,7 @@ fn nodeleg_ctx() -> Option<Ctx> {
 fn nodeleg_limit_flag_fails_with_what_is_missing() {
     let Some(ctx) = nodeleg_ctx() else { return };
     let out = ctx.run(&["--memory", "32m"], &["true"]);
-    out.assert_error("--memory: limits need cgroup v2").assert_hint(&["--ignore-limits"]);
+    out.assert_error("--memory: ").assert_hint(&["--ignore-limits"]);
     assert!(ctx.containers().is_empty(), "no container record is left: {:?}", ctx.containers());
     let out = ctx.run(&["--pids-limit", "20", "-d"], &["true"]);
     out.assert_error("--pids-limit");
@@ -269,7 +270,7 @@ fn nodeleg_ignore_limits_runs_with_a_warning() {
     let out = ctx.run(&["--rm", "--memory", "32m", "--ignore-limits"], &["echo", "ran"]);
     out.assert_ok();
     assert_eq!(out.stdout_trim(), "ran");
-    assert!(out.stderr.starts_with("warning: the limits are not enforced"), "{out}");
+    assert!(out.stderr.starts_with("warning: --ignore-limits: --memory: "), "{out}");
     // The same from the environment, for CI runners without delegation.
     let mut cmd = ctx.run_cmd(&["--rm", "--pids-limit", "20"], &["true"]);
     cmd.env("RL_IGNORE_LIMITS", "1");

@@ -71,6 +71,28 @@ impl Resources {
         out
     }
 
+    /// Only the limits the controllers `have` can enforce (`--ignore-limits` drops the rest).
+    pub fn enforceable(&self, have: &[String]) -> Resources {
+        let has = |c: &str| have.iter().any(|h| h == c);
+        let mut r = self.clone();
+        if !has("memory") {
+            (r.memory, r.memory_swap, r.memory_reservation) = (None, None, None);
+        }
+        if !has("cpu") {
+            (r.nano_cpus, r.cpu_shares, r.cpu_weight) = (None, None, None);
+        }
+        if !has("cpuset") {
+            r.cpuset_cpus = None;
+        }
+        if !has("pids") {
+            r.pids_limit = None;
+        }
+        if !has("io") {
+            r.blkio_weight = None;
+        }
+        r
+    }
+
     /// Takes every limit `other` sets (`rl update`): the rest stay as they are.
     pub fn merge(&mut self, other: &Resources) {
         macro_rules! take {
@@ -145,10 +167,13 @@ impl Resources {
     }
 }
 
-/// cgroup v1 cpu.shares (2..262144, default 1024) to v2 cpu.weight (1..10000, default 100), the
-/// conversion runc and crun use.
+/// cgroup v1 cpu.shares (2..262144, default 1024) to v2 cpu.weight (1..10000, default 100): the
+/// quadratic fit on a log scale runc (1.3.2) and crun (1.23) moved to, which keeps the defaults
+/// and both ends where they belong (2 → 1, 1024 → 100, 262144 → 10000).
 pub fn shares_to_weight(shares: u64) -> u64 {
-    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
+    let l = (shares.clamp(2, 262_144) as f64).log2();
+    let exp = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    (10f64.powf(exp).ceil() as u64).clamp(1, 10_000)
 }
 
 /// blkio.weight (10..1000) to io.weight (1..10000), linearly as crun does.
@@ -187,19 +212,38 @@ pub fn parse_memory(flag: &str, s: &str) -> Result<u64> {
     Ok(m)
 }
 
-/// `--memory-swap`: a size, or -1 for unlimited.
-pub fn parse_swap(s: &str) -> Result<i64> {
+/// `--memory-swap`: a size, -1 for unlimited, or 0 for unset (as Docker reads it).
+pub fn parse_swap(s: &str) -> Result<Option<i64>> {
     if s.trim() == "-1" {
-        return Ok(-1);
+        return Ok(Some(-1));
     }
     let b = parse_bytes("--memory-swap", s)?;
-    i64::try_from(b).context("--memory-swap: out of range")
+    Ok(Some(i64::try_from(b).context("--memory-swap: out of range")?).filter(|&b| b != 0))
+}
+
+/// The CPUs online on this host (/sys/devices/system/cpu/online), whatever rl's own cgroup
+/// allows it.
+fn host_cpus() -> usize {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let n: usize = online
+        .trim()
+        .split(',')
+        .filter_map(|r| match r.split_once('-') {
+            Some((a, b)) => Some(b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?),
+            None => r.parse::<usize>().ok().map(|_| 1),
+        })
+        .sum();
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
 }
 
 /// `--cpus`: a positive decimal number of CPUs, at most the CPUs this host has.
 pub fn parse_cpus(s: &str) -> Result<u64> {
     let n: f64 = s.trim().parse().map_err(|_| anyhow::anyhow!("--cpus `{s}`: not a number (e.g. 0.5, 2)"))?;
-    let max = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let max = host_cpus() as f64;
     if !(n > 0.0 && n.is_finite()) {
         bail!("--cpus `{s}`: must be more than 0");
     }

@@ -18,7 +18,8 @@ fn sizes_read_like_docker() {
         assert_eq!(parse_bytes("--memory", s).ok(), want, "{s}");
     }
     assert!(parse_memory("--memory", "4m").unwrap_err().to_string().contains("smallest"));
-    assert_eq!(parse_swap("-1").unwrap(), -1);
+    assert_eq!(parse_swap("-1").unwrap(), Some(-1));
+    assert_eq!(parse_swap("0").unwrap(), None, "0 is unset, as in Docker");
 }
 
 #[test]
@@ -69,7 +70,7 @@ fn every_flag_has_its_file_and_controller() {
             ("memory.swap.max", "max".into()),
             ("memory.low", (32u64 << 20).to_string()),
             ("cpu.max", "150000 100000".into()),
-            ("cpu.weight", "20".into()),
+            ("cpu.weight", "59".into()),
             ("cpuset.cpus", "0-1".into()),
             ("pids.max", "20".into()),
             ("io.weight", "default 4950".into()),
@@ -83,7 +84,8 @@ fn every_flag_has_its_file_and_controller() {
 
 #[test]
 fn conversions_match_runc() {
-    assert_eq!(shares_to_weight(1024), 39);
+    assert_eq!(shares_to_weight(1024), 100);
+    assert_eq!(shares_to_weight(512), 59);
     assert_eq!(shares_to_weight(2), 1);
     assert_eq!(shares_to_weight(262_144), 10_000);
     assert_eq!(blkio_to_io_weight(10), 1);
@@ -102,6 +104,14 @@ fn unlimited_pids_and_cpusets() {
     }
     assert!(parse_in("--pids-limit", "x", -1, i64::MAX).is_err());
     assert!(parse_in("--blkio-weight", "5", 10, 1000).is_err());
+}
+
+#[test]
+fn ignore_limits_keeps_what_the_controllers_can_enforce() {
+    let r =
+        Resources { memory: Some(64 << 20), cpuset_cpus: Some("0".into()), pids_limit: Some(5), ..Default::default() };
+    let kept = r.enforceable(&["memory".to_string(), "pids".to_string()]);
+    assert_eq!(kept, Resources { memory: Some(64 << 20), pids_limit: Some(5), ..Default::default() });
 }
 
 #[test]

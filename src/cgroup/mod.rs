@@ -7,9 +7,10 @@
 //! into it ([`join`]) right after it is forked and before anything of the payload runs, then
 //! unshares its cgroup namespace there, so the container sees its leaf as `/sys/fs/cgroup`'s root
 //! and every process it ever forks is counted. `rl exec` moves its stage 1 into the leaf before
-//! it forks the command. The watcher removes the leaf after the container (reading its OOM
-//! count first). Stage 1 and the monitor stay outside the leaf: they count neither against the
-//! container's pids nor its memory, as conmon stays outside Podman's.
+//! it forks the command (that stage 1 counts, as the exec'd process's parent). The watcher
+//! removes the leaf after the container (reading its OOM count first). The container's stage 1
+//! and the monitor stay outside the leaf: they count neither against the container's pids nor
+//! its memory, as conmon stays outside Podman's.
 //!
 //! Delegation, as systemd's `Delegate=` does it: the user owns a cgroup directory and its
 //! `cgroup.procs`, `cgroup.subtree_control` and `cgroup.threads`. rl walks up from its own cgroup
@@ -94,6 +95,11 @@ pub struct Delegated {
 /// Whether `path` is of filesystem type cgroup2.
 fn is_cgroup2(path: &str) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
+
+/// Whether the host runs pure cgroup v2 (the unified hierarchy on /sys/fs/cgroup).
+pub fn unified() -> bool {
+    is_cgroup2(SYS_FS_CGROUP)
 }
 
 /// The v2 path of process `pid` ("self" for this one): the `0::` line of /proc/PID/cgroup.
@@ -194,15 +200,47 @@ impl Host {
     }
 }
 
-/// The topmost cgroup at or above `own` that this user owns, walking up while it owns them.
+/// One cgroup on the way up from rl's own: its v2 path, whether this user may manage it, and
+/// whether systemd marked it delegated.
+struct Level {
+    rel: String,
+    owned: bool,
+    marked: bool,
+}
+
+/// Whether systemd (≥ 251) marked the cgroup `dir` as delegated: `user.delegate=1`, which an
+/// unprivileged reader can see (`trusted.delegate` needs CAP_SYS_ADMIN to read).
+fn marked(dir: &Path) -> bool {
+    crate::sys::lget_xattr(dir, "user.delegate").is_ok_and(|v| v == b"1")
+}
+
+/// Which cgroup of `levels` (rl's own first, then each parent up to the root) is delegated to
+/// this user. Under systemd, the nearest one it marked delegated — except a user's manager's
+/// own `user@UID.service` when rl runs deeper: the cgroups there belong to the manager's units
+/// (systemd.io/CGROUP_DELEGATION), so rl needs a scope of its own. Elsewhere (an admin's chown,
+/// a container's cgroup namespace) the topmost cgroup the user owns.
+fn choose(levels: &[Level]) -> Option<&Level> {
+    if let Some((i, n)) = levels.iter().enumerate().find(|(_, l)| l.marked) {
+        let managers = n.rel.rsplit('/').next().is_some_and(|name| name.starts_with("user@"));
+        return (n.owned && !(managers && i > 0)).then_some(n);
+    }
+    levels.iter().take_while(|l| l.owned).last()
+}
+
+/// The delegated cgroup at or above `own` ([`choose`]).
 fn delegated_root(mount: &Path, own: &str) -> Option<Delegated> {
-    let mut best: Option<String> = None;
+    let mut levels = Vec::new();
     let mut rel = own.trim_end_matches('/').to_string();
-    while !rel.is_empty() && owned(&mount.join(rel.trim_start_matches('/'))) {
-        best = Some(rel.clone());
+    loop {
+        let dir = mount.join(rel.trim_start_matches('/'));
+        let shown = if rel.is_empty() { "/".to_string() } else { rel.clone() };
+        levels.push(Level { owned: owned(&dir), marked: marked(&dir), rel: shown });
+        if rel.is_empty() {
+            break;
+        }
         rel.truncate(rel.rfind('/').unwrap_or(0));
     }
-    let path = best?;
+    let path = choose(&levels)?.rel.clone();
     let dir = mount.join(path.trim_start_matches('/'));
     let busy = std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|s| !s.trim().is_empty());
     Some(Delegated { controllers: words(&dir.join("cgroup.controllers")), path, busy })
@@ -229,12 +267,20 @@ pub fn join(dir: &Path) -> Result<()> {
 }
 
 /// The leaf for a start of container `id` with limits `res`: `None` where the host delegates
-/// nothing and no limit is asked for, or `ignore` lets the start go on without them (`rl run`
-/// warned when it made the container). A stale leaf of an earlier start is reused.
+/// nothing (and no limit is asked for, or `ignore` lets the start go on without them: `rl run`
+/// warned when it made the container). With `ignore`, the limits the delegated controllers can
+/// enforce are. A stale leaf of an earlier start is replaced.
 pub fn for_start(id: &str, res: &Resources, ignore: bool) -> Result<Option<Leaf>> {
     let host = Host::detect();
+    let mut res = res;
+    let kept;
     if let Err(e) = host.check(res) {
-        return if ignore { Ok(None) } else { Err(e) };
+        if !ignore {
+            return Err(e);
+        }
+        // What the delegated controllers can enforce still is.
+        kept = res.enforceable(host.delegated.as_ref().map_or(&[][..], |d| &d.controllers));
+        res = &kept;
     }
     let (Some(d), Some(mount)) = (&host.delegated, &host.mount) else { return Ok(None) };
     if d.busy {
@@ -306,25 +352,49 @@ impl Leaf {
         }
         let name = format!("rl-{id}");
         let dir = root.join(&name);
-        match std::fs::create_dir(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                return Err(e).with_context(|| format!("create cgroup `{}`", dir.display()))
+        let leaf = Leaf { rel: format!("{}/{name}", root_rel.trim_end_matches('/')), dir };
+        if let Err(e) = std::fs::create_dir(&leaf.dir) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(e).with_context(|| format!("create cgroup `{}`", leaf.dir.display()));
             }
-            _ => {}
+            // Left by a watcher that was killed: maybe frozen, with an OOM count and child
+            // cgroups of its own. A start gets a fresh one.
+            leaf.remove().context("left over from an earlier run")?;
+            std::fs::create_dir(&leaf.dir).with_context(|| format!("create cgroup `{}`", leaf.dir.display()))?;
         }
-        Ok(Leaf { dir, rel: format!("{}/{name}", root_rel.trim_end_matches('/')) })
+        Ok(leaf)
+    }
+
+    /// Whether its controllers can take the limits `res` (`rl update` of a running container,
+    /// from wherever the user runs it).
+    pub fn check(&self, res: &Resources) -> Result<()> {
+        let have = words(&self.dir.join("cgroup.controllers"));
+        match res.controllers().into_iter().find(|(c, _)| !have.iter().any(|h| h == c)) {
+            Some((ctl, flag)) => Err(hinted(
+                Problem::CgroupNotDelegated,
+                format!("{flag}: the container's cgroup `{}` has no {ctl} controller", self.rel),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Writes the limits (again, for `rl update`).
     pub fn apply(&self, res: &Resources) -> Result<()> {
         for w in res.writes() {
-            let path = self.dir.join(w.file);
-            match write_file(&path, &w.value) {
+            // With the BFQ scheduler its own weight (in blkio's range) is the one that counts;
+            // io.weight acts only where io.cost is on.
+            let (file, value) = match res.blkio_weight {
+                Some(b) if w.file == "io.weight" && self.dir.join("io.bfq.weight").exists() => {
+                    ("io.bfq.weight", b.to_string())
+                }
+                _ => (w.file, w.value),
+            };
+            let path = self.dir.join(file);
+            match write_file(&path, &value) {
                 Ok(()) => {}
                 Err(e) if w.optional && e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("set {}: write `{}` to `{}`", w.file, w.value, path.display()))
+                    return Err(e).with_context(|| format!("set {file}: write `{value}` to `{}`", path.display()))
                 }
             }
         }
@@ -350,7 +420,13 @@ impl Leaf {
     pub fn freeze(&self, on: bool) -> Result<()> {
         let path = self.dir.join("cgroup.freeze");
         write_file(&path, if on { "1" } else { "0" }).with_context(|| format!("write `{}`", path.display()))?;
-        self.wait_event("frozen", on as u64, 10_000)
+        let done = self.wait_event("frozen", on as u64, 10_000);
+        if done.is_err() && on {
+            // Not half paused: a process in uninterruptible sleep (a FUSE or NFS request) can
+            // keep a freeze from completing.
+            let _ = write_file(&path, "0");
+        }
+        done.with_context(|| format!("freeze cgroup `{}` (a process in uninterruptible sleep?)", self.rel))
     }
 
     /// Waits until `cgroup.events` says `key value`: the kernel wakes pollers of that file with

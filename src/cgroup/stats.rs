@@ -93,50 +93,32 @@ pub fn cpu_percent(cpu_usec: u64, wall_usec: u64) -> f64 {
     cpu_usec as f64 * 100.0 / wall_usec as f64
 }
 
-/// A byte count as Docker's stats print it (decimal units: `1.5MB`, `12kB`, `0B`).
+/// A byte count as Docker's stats print it (decimal units, three significant digits: `1.5MB`,
+/// `12kB`, `0B`).
 pub fn decimal_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{}{}", trim_float(v), UNITS[i])
-    }
+    scaled(bytes, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB"], 3)
 }
 
-/// A byte count in binary units as Docker's MEM USAGE column prints it (`1.5MiB`).
+/// A byte count in binary units as Docker's MEM USAGE column prints it (`1.5MiB`, four
+/// significant digits).
 pub fn binary_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{}{}", trim_float(v), UNITS[i])
-    }
+    scaled(bytes, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB", "PiB"], 4)
 }
 
-/// Three significant digits, as Go's `%.3g` Docker uses.
-fn trim_float(v: f64) -> String {
-    let s = if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    };
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
+/// `bytes` in the largest of `units` (each `base` times the one before) that keeps it at least 1,
+/// with `digits` significant digits and no trailing zeros — Go's `%.Ng` as Docker's units
+/// package prints sizes.
+pub fn scaled(bytes: u64, base: f64, units: &[&str], digits: usize) -> String {
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= base && i < units.len() - 1 {
+        v /= base;
+        i += 1;
     }
+    let int_digits = if v < 1.0 { 1 } else { v.log10().floor() as usize + 1 };
+    let mut s = format!("{v:.*}", digits.saturating_sub(int_digits));
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{s}{}", units[i])
 }

@@ -31,6 +31,16 @@ pub fn rerun_in_scope(res: &super::Resources) -> Option<std::io::Error> {
         return None;
     }
     let systemd_run = which::which("systemd-run").ok()?;
+    // Exec'd, systemd-run cannot fall back: make sure the manager answers first.
+    let answers = std::process::Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !answers {
+        return None;
+    }
     let exe = std::env::current_exe().ok()?;
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     Some(

@@ -32,6 +32,41 @@ fn delegated_root_is_the_topmost_owned_cgroup() {
 }
 
 #[test]
+fn systemd_marks_decide_which_cgroup_is_ours() {
+    let lv = |rel: &str, owned, marked| Level { rel: rel.into(), owned, marked };
+    let pick = |levels: &[Level]| choose(levels).map(|l| l.rel.clone());
+    let user = "/user.slice/user-1000.slice";
+    let mgr = format!("{user}/user@1000.service");
+    // A terminal's scope inside the user's manager: owned, but the manager's, not rl's.
+    let terminal = [
+        lv(&format!("{mgr}/app.slice/vte.scope"), true, false),
+        lv(&format!("{mgr}/app.slice"), true, false),
+        lv(&mgr, true, true),
+        lv(user, false, false),
+        lv("/", false, false),
+    ];
+    assert_eq!(pick(&terminal), None);
+    // `systemd-run --user --scope -p Delegate=yes rl …`: the scope, also once rl moved into a
+    // child of it.
+    let scope = format!("{mgr}/app.slice/run-r1.scope");
+    let in_scope = [lv(&scope, true, true), lv(&format!("{mgr}/app.slice"), true, false), lv(&mgr, true, true)];
+    assert_eq!(pick(&in_scope), Some(scope.clone()));
+    let settled = [lv(&format!("{scope}/supervisor"), true, false), lv(&scope, true, true), lv(&mgr, true, true)];
+    assert_eq!(pick(&settled), Some(scope));
+    // The manager itself runs rl (a unit with Delegate= of the system manager, such as a CI
+    // runner's service, is the same).
+    assert_eq!(pick(&[lv(&mgr, true, true), lv(user, false, false)]), Some(mgr.clone()));
+    // A login session's scope: nothing owned.
+    assert_eq!(pick(&[lv(&format!("{user}/session-3.scope"), false, false), lv(user, false, false)]), None);
+    // No systemd: the topmost owned, up to the root of a container's cgroup namespace.
+    assert_eq!(
+        pick(&[lv("/rl/runner", true, false), lv("/rl", true, false), lv("/", false, false)]),
+        Some("/rl".into())
+    );
+    assert_eq!(pick(&[lv("/", true, false)]), Some("/".into()));
+}
+
+#[test]
 fn leaf_enables_controllers_and_writes_limits() {
     let base = fake_tree("leaf", "cpu memory pids\n");
     let root = base.join("deleg");
@@ -55,9 +90,9 @@ fn leaf_enables_controllers_and_writes_limits() {
     // ...but not when --memory-swap did, and the error names the file.
     let err = leaf.apply(&Resources { memory_swap: Some(-1), ..res.clone() }).unwrap_err();
     assert!(format!("{err:#}").contains("memory.swap.max"), "{err:#}");
-    // Already enabled: nothing is written again, and a second start reuses the leaf.
+    // Already enabled: nothing is written again.
     std::fs::write(root.join("cgroup.subtree_control"), "cpu memory pids").unwrap();
-    Leaf::create(&root, "/deleg", "abc", &ctls).unwrap();
+    Leaf::create(&root, "/deleg", "def", &ctls).unwrap();
     assert_eq!(std::fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(), "cpu memory pids");
     std::fs::remove_dir_all(&base).unwrap();
 }

@@ -51,7 +51,7 @@ impl LimitFlags {
         let opt = |v: &Option<String>, f: &dyn Fn(&str) -> Result<i64>| v.as_deref().map(f).transpose();
         let r = Resources {
             memory: self.memory.as_deref().map(|s| limits::parse_memory("--memory", s)).transpose()?,
-            memory_swap: self.memory_swap.as_deref().map(limits::parse_swap).transpose()?,
+            memory_swap: self.memory_swap.as_deref().map(limits::parse_swap).transpose()?.flatten(),
             memory_reservation: self
                 .memory_reservation
                 .as_deref()

@@ -349,7 +349,7 @@ fn build(paths: &Paths, args: &RunArgs) -> Result<ContainerConfig> {
             if !args.ignore_limits {
                 return Err(e);
             }
-            eprintln!("warning: the limits are not enforced (--ignore-limits): {e:#}");
+            eprintln!("warning: --ignore-limits: {e:#}; the container runs without what cannot be enforced");
         }
     }
     let idmap = id_maps(userns, false)?;

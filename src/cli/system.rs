@@ -33,19 +33,7 @@ pub struct DfArgs {
 
 /// Docker's `HumanSize`: four significant digits, decimal units (`4.2MB`, `512B`).
 pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    let int_digits = if v < 1.0 { 1 } else { v.log10().floor() as usize + 1 };
-    let mut s = format!("{v:.*}", 4usize.saturating_sub(int_digits));
-    if s.contains('.') {
-        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
-    }
-    format!("{s}{}", UNITS[u])
+    crate::cgroup::stats::scaled(bytes, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB"], 4)
 }
 
 /// One row of the table.

@@ -32,7 +32,7 @@ pub fn run(root: Option<PathBuf>, runroot: Option<PathBuf>, args: UpdateArgs) ->
         let running = st.as_ref().map(crate::lifecycle::effective).is_some_and(|s| s.running());
         if running {
             let leaf = crate::lifecycle::running_leaf(&cfg, st.as_ref())?;
-            crate::cgroup::Host::detect().check(&change)?;
+            leaf.check(&change)?;
             leaf.apply(&merged)?;
         } else if !cfg.ignore_limits {
             // Its next start would fail: say so now.

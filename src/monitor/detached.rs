@@ -131,14 +131,20 @@ fn report(fd: OwnedFd, r: &Ready) {
 
 /// Starts the container, watches it, restarts it as its policy says; returns when it is done.
 fn monitor(paths: &Paths, id: &str, ready: &mut Option<OwnedFd>) -> Result<()> {
-    let cfg: ContainerConfig = {
+    let load = || -> Result<ContainerConfig> {
         let p = paths.container(id).join("config.json");
         let b = std::fs::read(&p).with_context(|| format!("read `{}`", p.display()))?;
-        serde_json::from_slice(&b).with_context(|| format!("parse `{}`", p.display()))?
+        serde_json::from_slice(&b).with_context(|| format!("parse `{}`", p.display()))
     };
+    let mut cfg = load()?;
     let me = std::process::id() as i32;
     let mut log = Writer::open(&paths.container(id), cfg.log)?;
+    let mut first = true;
     loop {
+        // A restart takes what changed since (`rl update`'s limits, `network connect`).
+        if !std::mem::take(&mut first) {
+            cfg = load()?;
+        }
         let (exit, oom) = run_once(paths, &cfg, &mut log, ready, me)?;
         let mut st = state::load(paths, id)?;
         st.status = Status::Exited;

@@ -526,7 +526,12 @@ mod tests {
                 target.send_to(reply.as_bytes(), from).unwrap();
             }
         });
-        let b = bind(&mapping(0, Proto::Udp)).unwrap();
+        // Below the ephemeral range, so no test binding port 0 can take it once it is released.
+        let low = (20_000..27_000)
+            .map(|p| p + (std::process::id() % 5000) as u16)
+            .find(|&p| UdpSocket::bind(("127.0.0.1", p)).is_ok())
+            .unwrap();
+        let b = bind(&mapping(low, Proto::Udp)).unwrap();
         let published = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), b.mapping.host_port);
         let (stop, server) = start(vec![(b, target_addr)], Duration::from_millis(100));
 

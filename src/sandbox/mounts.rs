@@ -35,7 +35,7 @@ pub enum Op {
     /// sysfs read-only; where the kernel refuses, the host's /sys bound read-only instead.
     Sysfs { target: String },
     /// The container's cgroup namespace as a cgroup2 mount (read-only unless privileged);
-    /// skipped where the kernel refuses it.
+    /// skipped on hosts without pure cgroup v2, or where the kernel refuses it.
     Cgroup { target: String, readonly: bool },
     /// A symlink `link` → `to` (in the fresh /dev).
     Symlink { to: String, link: String },
@@ -209,6 +209,11 @@ fn apply_one(root: &Path, root_fd: &OwnedFd, op: &Op) -> Result<()> {
             }
         }
         Op::Cgroup { target, readonly } => {
+            // On cgroup v1 or hybrid hosts the container sees what sysfs shows, as with Podman:
+            // an empty cgroup2 there would tell cgroup-aware programs it is a v2 host.
+            if !crate::cgroup::unified() {
+                return Ok(());
+            }
             // Opened, not made: the read-only sysfs under it has the directory or nothing.
             let Ok(t) = open_in_root(root_fd, target) else { return Ok(()) };
             let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;

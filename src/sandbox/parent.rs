@@ -409,10 +409,21 @@ fn join_cgroup(pid: Pid, mover: u32) -> Result<()> {
     let Some(dir) = crate::cgroup::Host::detect().path(&target) else { return Ok(()) };
     let procs = dir.join("cgroup.procs").display().to_string();
     let moved = std::fs::OpenOptions::new().write(true).open(&procs).and_then(|mut f| write!(f, "{mover}"));
+    // A leaf of the container's own holds its limits: what runs there must too. Otherwise the
+    // container is wherever its `rl run` was, which this process may not enter.
+    let own_leaf = target.rsplit('/').next().is_some_and(|n| n.starts_with("rl-"));
     match moved {
         Ok(()) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS | libc::ENOENT)) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("join the container's cgroup: write `{procs}`")),
+        Err(e)
+            if !own_leaf
+                && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS | libc::ENOENT)) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(crate::hint::hinted(
+            crate::hint::Problem::CgroupNotDelegated,
+            format!("join the container's cgroup: write `{procs}`: {e} (run rl from a cgroup delegated to you)"),
+        )),
     }
 }
 
