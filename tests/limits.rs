@@ -199,6 +199,53 @@ fn vm_container_sees_only_its_own_cgroup_read_only() {
 }
 
 #[test]
+fn vm_every_limit_flag_reaches_its_cgroup_file() {
+    let Some(ctx) = vm_ctx() else { return };
+    let flags = [
+        "--name",
+        "all",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "96m",
+        "--memory-reservation",
+        "16m",
+        "--cpu-shares",
+        "1024",
+        "--cpuset-cpus",
+        "0",
+        "--pids-limit",
+        "100",
+        "--blkio-weight",
+        "500",
+    ];
+    ctx.run_d(&flags, &["sleep", "1000"]);
+    let leaf = leaf_of(&ctx, "all");
+    for (file, want) in [
+        ("memory.max", (64u64 << 20).to_string()),
+        ("memory.low", (16u64 << 20).to_string()),
+        ("cpu.weight", "100".into()),
+        ("cpuset.cpus", "0".into()),
+        ("pids.max", "100".into()),
+    ] {
+        assert_eq!(read(&leaf.join(file)), want, "{file}");
+    }
+    // Swap is what --memory-swap gives beyond --memory (where the kernel accounts swap).
+    if leaf.join("memory.swap.max").exists() {
+        assert_eq!(read(&leaf.join("memory.swap.max")), (32u64 << 20).to_string());
+    }
+    // BFQ's weight where that scheduler is in use, else io.weight's default, converted.
+    match leaf.join("io.bfq.weight").exists() {
+        true => assert_eq!(read(&leaf.join("io.bfq.weight")), "default 500"),
+        false => assert_eq!(read(&leaf.join("io.weight")), "default 4950"),
+    }
+    // `--cpu-weight` is the same file unconverted; update switches to it.
+    ctx.rl_out(&["update", "--cpu-weight", "250", "all"], None).assert_ok();
+    assert_eq!(read(&leaf.join("cpu.weight")), "250");
+    ctx.rl_out(&["rm", "-f", "all"], None).assert_ok();
+}
+
+#[test]
 fn vm_rm_removes_the_leaf_a_killed_monitor_left() {
     let Some(ctx) = vm_ctx() else { return };
     ctx.run_d(&["--name", "orphan", "--pids-limit", "10"], &["sleep", "1000"]);
