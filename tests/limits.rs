@@ -152,6 +152,13 @@ fn vm_stats_report_memory_in_use_and_the_limit() {
     table.assert_ok();
     assert!(table.stdout.starts_with("CONTAINER ID") && table.stdout.contains("MEM USAGE / LIMIT"), "{table}");
     assert!(table.stdout.lines().nth(1).is_some_and(|l| l.contains("mem")), "{table}");
+    // Without --no-stream it reads again every interval until interrupted.
+    let mut cmd = ctx.rl();
+    cmd.args(["stats", "--format", "{{.Name}} {{.MemLimitBytes}}", "mem"]);
+    let mut streaming = Running::spawn(cmd, false);
+    streaming.wait_for_lines(&format!("mem {}", 64u64 << 20), 2);
+    streaming.signal(nix::sys::signal::Signal::SIGTERM);
+    drop(streaming);
     ctx.rl_out(&["rm", "-f", "mem"], None).assert_ok();
 }
 

@@ -203,6 +203,18 @@ impl Running {
         self.wait_for(line, true)
     }
 
+    /// Waits until stdout has `n` lines equal to `line` (a command that repeats itself).
+    pub fn wait_for_lines(&mut self, line: &str, n: usize) {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.stdout.lines().filter(|l| *l == line).count() < n {
+            if self.open == 0 || Instant::now() > deadline {
+                self.reap();
+                panic!("not {n} lines `{line}` on stdout\n{}", self.dump());
+            }
+            self.take(POLL);
+        }
+    }
+
     fn wait_for(&mut self, line: &str, err: bool) {
         let deadline = Instant::now() + TIMEOUT;
         let has = |s: &Self| if err { &s.stderr } else { &s.stdout }.lines().any(|l| l == line);
