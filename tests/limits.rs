@@ -37,10 +37,7 @@ fn read(path: &Path) -> String {
 
 /// The number after `key` in a flat keyed cgroup file.
 fn keyed(path: &Path, key: &str) -> u64 {
-    read(path)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key} ")).and_then(|v| v.parse().ok()))
-        .unwrap_or_else(|| panic!("no `{key}` in {}", path.display()))
+    rl::cgroup::stats::keyed(&read(path), key).unwrap_or_else(|| panic!("no `{key}` in {}", path.display()))
 }
 
 #[test]

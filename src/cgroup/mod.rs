@@ -59,10 +59,11 @@ pub enum Version {
 }
 
 impl Version {
+    /// As `rl info` shows it.
     pub fn name(self) -> &'static str {
         match self {
             Version::V2 => "v2",
-            Version::Hybrid => "v1 (hybrid: v2 without controllers)",
+            Version::Hybrid => "hybrid",
             Version::V1 => "v1",
             Version::None => "none",
         }
@@ -401,14 +402,10 @@ impl Leaf {
         Ok(())
     }
 
-    /// One value of a flat keyed file (`memory.events`, `cgroup.events`, `cpu.stat`).
-    pub fn key(&self, file: &str, key: &str) -> Option<u64> {
-        stats::keyed(&std::fs::read_to_string(self.dir.join(file)).ok()?, key)
-    }
-
     /// How many processes the OOM killer killed in it.
     pub fn oom_kills(&self) -> u64 {
-        self.key("memory.events", "oom_kill").unwrap_or(0)
+        let events = std::fs::read_to_string(self.dir.join("memory.events")).unwrap_or_default();
+        stats::keyed(&events, "oom_kill").unwrap_or(0)
     }
 
     /// Whether it is frozen (`rl pause`).

@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::cgroup::{Host, Version};
+use crate::cgroup::Host;
 use crate::store::Paths;
 
 #[derive(Debug, Args)]
@@ -19,7 +19,7 @@ pub struct InfoArgs {
 }
 
 /// The cgroup part of `rl info`.
-pub fn cgroup_json(host: &Host) -> Value {
+fn cgroup_json(host: &Host) -> Value {
     // Under a systemd user manager the delegated subtree is systemd's (`Delegate=`); elsewhere
     // rl manages the cgroupfs subtree an admin or a CI container handed over.
     let manager = match &host.delegated {
@@ -28,7 +28,7 @@ pub fn cgroup_json(host: &Host) -> Value {
         None => "none (not delegated: limits cannot be enforced)",
     };
     json!({
-        "cgroupVersion": match host.version { Version::V2 => "v2", Version::Hybrid => "hybrid", Version::V1 => "v1", Version::None => "none" },
+        "cgroupVersion": host.version.name(),
         "cgroupManager": manager,
         "cgroupPath": host.own.clone().unwrap_or_default(),
         "cgroupDelegated": host.delegated.as_ref().map(|d| d.path.clone()).unwrap_or_default(),
